@@ -1,0 +1,252 @@
+//! `CaseActor`: the one writer of one case.
+//!
+//! It loads its snapshot on the first message (so spawning is cheap for the supervisor), applies
+//! each command to a working copy, persists the copy and its events in one commit, adopts the
+//! copy, replies, and only then publishes the events on the bus.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::CaseContext;
+use super::command::{CaseError, CaseMsg};
+use super::lifecycle::{self, Effects};
+use super::supervisor::SupervisorMsg;
+use crate::domain::{Case, CaseId, CaseStatus};
+use crate::store::{Commit, IdempotencyRecord};
+use crate::triage::TriageInput;
+
+/// How many similar cases triage attaches.
+const SIMILAR_CASES: usize = 5;
+/// Delay before retrying a failed finishing step.
+const FINISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The actor type; its state is [`CaseState`].
+pub struct CaseActor;
+
+/// Start arguments.
+pub struct CaseArgs {
+    pub case_id: CaseId,
+    pub ctx: Arc<CaseContext>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// A case actor's state.
+pub struct CaseState {
+    args: CaseArgs,
+    /// `None` until loaded; `Some(None)` when no such case exists.
+    case: Option<Option<Case>>,
+}
+
+impl Actor for CaseActor {
+    type Msg = CaseMsg;
+    type State = CaseState;
+    type Arguments = CaseArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CaseMsg>,
+        args: CaseArgs,
+    ) -> Result<CaseState, ActorProcessingErr> {
+        Ok(CaseState { args, case: None })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CaseMsg>,
+        msg: CaseMsg,
+        state: &mut CaseState,
+    ) -> Result<(), ActorProcessingErr> {
+        let started = Instant::now();
+        let ctx = state.args.ctx.clone();
+        ctx.stats.message();
+        if state.case.is_none() {
+            match ctx.store.load_case(state.args.case_id).await {
+                Ok(loaded) => {
+                    // A crash between two steps of a transition is finished on rehydration.
+                    if loaded.as_ref().is_some_and(|c| {
+                        matches!(c.status, CaseStatus::Executing | CaseStatus::Delivering)
+                    }) {
+                        let _ = myself.cast(CaseMsg::Finish);
+                    }
+                    state.case = Some(loaded);
+                }
+                Err(e) => {
+                    msg.fail(e.into());
+                    return Ok(());
+                }
+            }
+        }
+        handle_loaded(&myself, msg, state).await;
+        ctx.stats.handled(started.elapsed());
+        Ok(())
+    }
+}
+
+async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut CaseState) {
+    let ctx = state.args.ctx.clone();
+    let now = ctx.clock.now();
+    let slot = state.case.get_or_insert(None);
+
+    if let CaseMsg::Create {
+        intake,
+        idempotency_key,
+        reply,
+    } = msg
+    {
+        if let Some(existing) = slot {
+            // Only a repeated create reaches an existing case; answer with what exists.
+            let _ = reply.send(Ok(existing.clone()));
+            return;
+        }
+        let mut classification = ctx.triage.classify(&TriageInput {
+            description: &intake.description,
+            severity: intake.severity,
+            product: intake.product.as_deref(),
+            environment: intake.environment,
+        });
+        classification.similar_cases = ctx.similar.similar(
+            &intake.description,
+            SIMILAR_CASES,
+            Some(state.args.case_id.0),
+        );
+        let (case, events) = lifecycle::create(
+            state.args.case_id,
+            *intake,
+            classification,
+            &ctx.routing,
+            now,
+        );
+        let idempotency = idempotency_key.map(|key| IdempotencyRecord {
+            key,
+            case_id: case.case_id,
+            created_at: now,
+        });
+        let description = case.description.clone();
+        match persist(&ctx, case, events, idempotency).await {
+            Ok(case) => {
+                ctx.similar.record(case.case_id.0, &description);
+                *slot = Some(case.clone());
+                let _ = reply.send(Ok(case));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+        return;
+    }
+
+    let Some(current) = slot.as_ref() else {
+        msg.fail(CaseError::NotFound);
+        let _ = state
+            .args
+            .supervisor
+            .cast(SupervisorMsg::Vacant(state.args.case_id, myself.get_id()));
+        return;
+    };
+
+    let mut work = current.clone();
+    let (outcome, reply) = match msg {
+        CaseMsg::Create { .. } => unreachable!("handled above"),
+        CaseMsg::Get { reply } => {
+            let _ = reply.send(Ok(work));
+            return;
+        }
+        CaseMsg::InjectPanic { reply } => {
+            if ctx.fault_injection {
+                panic!("injected fault in case actor {}", state.args.case_id);
+            }
+            let _ = reply.send(Err(CaseError::NotFound));
+            return;
+        }
+        CaseMsg::Finish => {
+            let Some(effects) = lifecycle::finish(&mut work, &ctx.links, now) else {
+                return;
+            };
+            match persist(&ctx, work, effects.events, None).await {
+                Ok(case) => *slot = Some(case),
+                Err(e) => {
+                    // Stay in executing/delivering and try again; rehydration also retries.
+                    tracing::warn!(case_id = %state.args.case_id, error = %e, "finishing a case failed; retrying");
+                    myself.send_after(FINISH_RETRY, || CaseMsg::Finish);
+                }
+            }
+            return;
+        }
+        CaseMsg::SelfService {
+            customer_id,
+            force,
+            reply,
+        } => {
+            if work.customer_id != customer_id {
+                let _ = reply.send(Err(CaseError::NotFound));
+                return;
+            }
+            let solution = ctx
+                .triage
+                .solution_for(&work.classification, &work.description);
+            (
+                lifecycle::self_service(&mut work, force, solution, now),
+                reply,
+            )
+        }
+        CaseMsg::Decide { decision, reply } => (
+            lifecycle::decide(&mut work, decision, &ctx.routing, now),
+            reply,
+        ),
+        CaseMsg::Feedback {
+            score,
+            comment,
+            reply,
+        } => (lifecycle::feedback(&mut work, score, comment, now), reply),
+        CaseMsg::Collaborative { request, reply } => {
+            if work.customer_id != request.customer_id {
+                let _ = reply.send(Err(CaseError::NotFound));
+                return;
+            }
+            (
+                lifecycle::collaborative(&mut work, request, &ctx.routing, now),
+                reply,
+            )
+        }
+        CaseMsg::Review { decision, reply } => (lifecycle::review(&mut work, decision, now), reply),
+    };
+    let Effects { events, finish } = match outcome {
+        Ok(effects) => effects,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    match persist(&ctx, work, events, None).await {
+        Ok(case) => {
+            *slot = Some(case.clone());
+            let _ = reply.send(Ok(case));
+            if finish {
+                let _ = myself.cast(CaseMsg::Finish);
+            }
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// Commits the snapshot and its events, then publishes the events. Returns the stored case.
+async fn persist(
+    ctx: &CaseContext,
+    mut case: Case,
+    events: Vec<crate::domain::Event>,
+    idempotency: Option<IdempotencyRecord>,
+) -> Result<Case, CaseError> {
+    case.version += 1;
+    let commit = Commit {
+        case,
+        events,
+        idempotency,
+    };
+    ctx.store.commit(commit.clone()).await?;
+    ctx.bus.publish(commit.events);
+    Ok(commit.case)
+}

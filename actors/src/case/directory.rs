@@ -1,0 +1,188 @@
+//! `CaseDirectory`: the cheap-clone handle the edge uses to reach cases.
+//!
+//! It picks the shard supervisor of a case by its id and waits for the answer with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use uuid::Uuid;
+
+use super::CaseContext;
+use super::command::{CaseError, CaseMsg, CaseReply, CollaborativeRequest, ReviewDecision};
+use super::stats::CaseStatsSnapshot;
+use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
+use crate::domain::{Case, CaseId, Decision, Intake};
+
+/// Routes commands to case actors.
+#[derive(Clone)]
+pub struct CaseDirectory {
+    shards: Arc<Vec<ActorRef<SupervisorMsg>>>,
+    ctx: Arc<CaseContext>,
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for CaseDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseDirectory")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaseDirectory {
+    /// Starts `shards` supervisors (at least one).
+    pub async fn start(
+        ctx: Arc<CaseContext>,
+        settings: SupervisorSettings,
+        shards: usize,
+        call_timeout: Duration,
+    ) -> Result<Self, ractor::SpawnErr> {
+        let mut refs = Vec::with_capacity(shards.max(1));
+        for _ in 0..shards.max(1) {
+            let (actor, _) =
+                Actor::spawn(None, CaseSupervisor, (ctx.clone(), settings.clone())).await?;
+            refs.push(actor);
+        }
+        Ok(CaseDirectory {
+            shards: Arc::new(refs),
+            ctx,
+            call_timeout,
+        })
+    }
+
+    /// The shared context (store, triage, clock, stats).
+    pub fn context(&self) -> &Arc<CaseContext> {
+        &self.ctx
+    }
+
+    fn shard(&self, id: CaseId) -> &ActorRef<SupervisorMsg> {
+        let n = self.shards.len() as u128;
+        &self.shards[(id.0.as_u128() % n) as usize]
+    }
+
+    async fn call(
+        &self,
+        id: CaseId,
+        build: impl FnOnce(CaseReply) -> CaseMsg,
+    ) -> Result<Case, CaseError> {
+        let shard = self.shard(id);
+        match shard
+            .call(
+                |reply| SupervisorMsg::Deliver(id, build(reply)),
+                Some(self.call_timeout),
+            )
+            .await
+        {
+            Ok(CallResult::Success(answer)) => answer,
+            Ok(CallResult::Timeout) => Err(CaseError::Unavailable),
+            // The reply port was dropped: the actor failed while handling the command.
+            Ok(CallResult::SenderError) => Err(CaseError::Internal),
+            Err(_) => Err(CaseError::Unavailable),
+        }
+    }
+
+    /// Triages and stores a new case with a fresh id.
+    pub async fn create(
+        &self,
+        intake: Intake,
+        idempotency_key: Option<String>,
+    ) -> Result<Case, CaseError> {
+        let id = CaseId::new();
+        self.call(id, |reply| CaseMsg::Create {
+            intake: Box::new(intake),
+            idempotency_key,
+            reply,
+        })
+        .await
+    }
+
+    /// The current snapshot.
+    pub async fn get(&self, id: CaseId) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::Get { reply }).await
+    }
+
+    /// Offers self-service.
+    pub async fn self_service(
+        &self,
+        id: CaseId,
+        customer_id: Uuid,
+        force: bool,
+    ) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::SelfService {
+            customer_id,
+            force,
+            reply,
+        })
+        .await
+    }
+
+    /// The customer's approve/reject.
+    pub async fn decide(&self, id: CaseId, decision: Decision) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::Decide { decision, reply })
+            .await
+    }
+
+    /// The customer's rating.
+    pub async fn feedback(
+        &self,
+        id: CaseId,
+        score: u8,
+        comment: Option<String>,
+    ) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::Feedback {
+            score,
+            comment,
+            reply,
+        })
+        .await
+    }
+
+    /// Opens a review.
+    pub async fn collaborative(
+        &self,
+        id: CaseId,
+        request: CollaborativeRequest,
+    ) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::Collaborative { request, reply })
+            .await
+    }
+
+    /// A reviewer's action; finds the case through the stored review.
+    pub async fn review(&self, decision: ReviewDecision) -> Result<Case, CaseError> {
+        let review = self
+            .ctx
+            .store
+            .load_review(&decision.review_id)
+            .await?
+            .ok_or(CaseError::ReviewNotFound)?;
+        self.call(review.case_id, |reply| CaseMsg::Review { decision, reply })
+            .await
+    }
+
+    /// Test-only fault hook (refused unless fault injection is enabled).
+    pub async fn inject_panic(&self, id: CaseId) -> Result<Case, CaseError> {
+        self.call(id, |reply| CaseMsg::InjectPanic { reply }).await
+    }
+
+    /// Counters of all case actors.
+    pub fn stats(&self) -> CaseStatsSnapshot {
+        self.ctx.stats.snapshot()
+    }
+
+    /// Number of shard supervisors.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Drains every case actor, then stops the supervisors and waits for them.
+    pub async fn shutdown(&self, timeout: Duration) {
+        for shard in self.shards.iter() {
+            let _ = shard.call(SupervisorMsg::DrainAll, Some(timeout)).await;
+        }
+        for shard in self.shards.iter() {
+            let _ = shard.stop_and_wait(None, Some(timeout)).await;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Cases as supervised actors: [`CaseDirectory`] routes to shard [`supervisor`]s, which own the
+//! [`actor`]s; [`lifecycle`] holds the pure transition rules.
+
+pub mod actor;
+mod command;
+mod directory;
+pub mod lifecycle;
+mod stats;
+pub mod supervisor;
+
+pub use command::{CaseError, CaseMsg, CollaborativeRequest, ReviewDecision};
+pub use directory::CaseDirectory;
+pub use stats::{CaseStats, CaseStatsSnapshot};
+pub use supervisor::SupervisorSettings;
+
+use std::sync::Arc;
+
+use crate::bus::EventBus;
+use crate::clock::SharedClock;
+use crate::links::LinkSigner;
+use crate::routing::ReviewRouting;
+use crate::store::SharedStore;
+use crate::triage::{SimilarCases, Triage};
+
+/// What every case actor shares.
+#[derive(Debug)]
+pub struct CaseContext {
+    pub store: SharedStore,
+    pub triage: Arc<Triage>,
+    pub similar: Arc<SimilarCases>,
+    pub clock: SharedClock,
+    pub links: LinkSigner,
+    pub routing: ReviewRouting,
+    pub bus: EventBus,
+    pub stats: Arc<CaseStats>,
+    /// Enables [`CaseMsg::InjectPanic`] (tests only).
+    pub fault_injection: bool,
+}

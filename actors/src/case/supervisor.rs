@@ -1,0 +1,305 @@
+//! `CaseSupervisor`: one shard of the case actors.
+//!
+//! The supervisor is the only spawner of its cases and keeps its own map `case id → actor`
+//! (never the global registry: a name is freed before `post_stop` finishes, so two instances
+//! could overlap). Commands are routed through it: it spawns or rehydrates the case actor and
+//! forwards the command, which answers the caller directly.
+//!
+//! Retiring an actor (idle passivation, or a lookup of a case that does not exist) drains it:
+//! queued commands still run. Until the old actor has terminated, new commands for that case
+//! are parked here and handed to a fresh actor afterwards, so one case never has two writers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::concurrency::JoinHandle;
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
+
+use super::CaseContext;
+use super::actor::{CaseActor, CaseArgs};
+use super::command::{CaseError, CaseMsg};
+use crate::domain::CaseId;
+
+/// Supervision limits of a shard.
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// Passivate a case actor after this long without messages.
+    pub idle_timeout: Duration,
+    /// Restarts of one case allowed within `restart_window`; past it the case answers
+    /// `Unavailable` until the window has passed.
+    pub restart_budget: usize,
+    pub restart_window: Duration,
+    /// How long shutdown waits for case actors to drain.
+    pub drain_timeout: Duration,
+}
+
+/// Messages a shard supervisor handles.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Route a command to its case, spawning or rehydrating the actor as needed.
+    Deliver(CaseId, CaseMsg),
+    /// A case actor found no such case; it may be retired.
+    Vacant(CaseId, ActorId),
+    /// Periodic: passivate idle actors.
+    Sweep,
+    /// Refuse new commands, drain every case actor and wait for them (shutdown).
+    DrainAll(RpcReplyPort<()>),
+}
+
+/// The supervisor actor type.
+pub struct CaseSupervisor;
+
+struct Live {
+    actor: ActorRef<CaseMsg>,
+    last_used: DateTime<Utc>,
+}
+
+/// A shard's state.
+pub struct SupervisorState {
+    ctx: Arc<CaseContext>,
+    settings: SupervisorSettings,
+    live: HashMap<CaseId, Live>,
+    by_actor: HashMap<ActorId, CaseId>,
+    /// Cases whose previous actor is still stopping, with the commands waiting for the next one.
+    parked: HashMap<CaseId, Vec<CaseMsg>>,
+    /// Recent failure times per case, for the restart budget.
+    failures: HashMap<CaseId, Vec<DateTime<Utc>>>,
+    draining: bool,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl Actor for CaseSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = (Arc<CaseContext>, SupervisorSettings);
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        (ctx, settings): Self::Arguments,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            ctx,
+            settings,
+            live: HashMap::new(),
+            by_actor: HashMap::new(),
+            parked: HashMap::new(),
+            failures: HashMap::new(),
+            draining: false,
+            sweeper: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let period = (state.settings.idle_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(5));
+        state.sweeper = Some(myself.send_interval(period, || SupervisorMsg::Sweep));
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(sweeper) = state.sweeper.take() {
+            sweeper.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Deliver(case_id, msg) => state.deliver(&myself, case_id, msg).await,
+            SupervisorMsg::Vacant(case_id, actor_id) => {
+                if state
+                    .live
+                    .get(&case_id)
+                    .is_some_and(|l| l.actor.get_id() == actor_id)
+                {
+                    state.retire(case_id);
+                }
+            }
+            SupervisorMsg::Sweep => {
+                let now = state.ctx.clock.now();
+                let idle = chrono::Duration::from_std(state.settings.idle_timeout)
+                    .unwrap_or(chrono::Duration::MAX);
+                let expired: Vec<CaseId> = state
+                    .live
+                    .iter()
+                    .filter(|(_, l)| now - l.last_used >= idle)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for case_id in expired {
+                    state.retire(case_id);
+                    state.ctx.stats.passivated();
+                }
+            }
+            SupervisorMsg::DrainAll(reply) => {
+                state.draining = true;
+                for (_, waiting) in state.parked.drain() {
+                    for msg in waiting {
+                        msg.fail(CaseError::Unavailable);
+                    }
+                }
+                myself
+                    .drain_children_and_wait(Some(state.settings.drain_timeout))
+                    .await;
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor_id, failed) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), false),
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::error!(actor = %cell.get_id(), error = %err, "case actor failed");
+                (cell.get_id(), true)
+            }
+            _ => return Ok(()),
+        };
+        let Some(case_id) = state.by_actor.remove(&actor_id) else {
+            return Ok(());
+        };
+        state.ctx.stats.stopped();
+        if state
+            .live
+            .get(&case_id)
+            .is_some_and(|l| l.actor.get_id() == actor_id)
+        {
+            state.live.remove(&case_id);
+        }
+        if failed {
+            state.ctx.stats.failed();
+            let now = state.ctx.clock.now();
+            state.failures.entry(case_id).or_default().push(now);
+            if !state.draining && state.within_budget(case_id) {
+                // Restart at once from the last snapshot, so the case is live again.
+                if state.spawn(&myself, case_id).await.is_some() {
+                    state.ctx.stats.restarted();
+                    tracing::warn!(case_id = %case_id, "case actor restarted from its snapshot");
+                }
+            }
+        }
+        if let Some(waiting) = state.parked.remove(&case_id) {
+            for msg in waiting {
+                state.deliver(&myself, case_id, msg).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn deliver(&mut self, myself: &ActorRef<SupervisorMsg>, case_id: CaseId, msg: CaseMsg) {
+        if self.draining {
+            msg.fail(CaseError::Unavailable);
+            return;
+        }
+        if let Some(waiting) = self.parked.get_mut(&case_id) {
+            waiting.push(msg);
+            return;
+        }
+        let now = self.ctx.clock.now();
+        let actor = match self.live.get_mut(&case_id) {
+            Some(live) => {
+                live.last_used = now;
+                live.actor.clone()
+            }
+            None => {
+                if !self.within_budget(case_id) {
+                    msg.fail(CaseError::Unavailable);
+                    return;
+                }
+                match self.spawn(myself, case_id).await {
+                    Some(actor) => actor,
+                    None => {
+                        msg.fail(CaseError::Internal);
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(MessagingErr::SendErr(msg)) = actor.cast(msg) {
+            // The actor is stopping but its exit is not reported yet: wait for it.
+            self.live.remove(&case_id);
+            self.parked.entry(case_id).or_default().push(msg);
+        }
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        case_id: CaseId,
+    ) -> Option<ActorRef<CaseMsg>> {
+        let args = CaseArgs {
+            case_id,
+            ctx: self.ctx.clone(),
+            supervisor: myself.clone(),
+        };
+        match Actor::spawn_linked(None, CaseActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.ctx.stats.spawned();
+                self.by_actor.insert(actor.get_id(), case_id);
+                self.live.insert(
+                    case_id,
+                    Live {
+                        actor: actor.clone(),
+                        last_used: self.ctx.clock.now(),
+                    },
+                );
+                Some(actor)
+            }
+            Err(e) => {
+                tracing::error!(case_id = %case_id, error = %e, "cannot spawn case actor");
+                None
+            }
+        }
+    }
+
+    /// Drains the case's actor; commands arriving meanwhile are parked until it has stopped.
+    fn retire(&mut self, case_id: CaseId) {
+        if let Some(live) = self.live.remove(&case_id) {
+            self.parked.entry(case_id).or_default();
+            if live.actor.drain().is_err() {
+                // Already stopping; its termination event will release the parked commands.
+            }
+        }
+    }
+
+    /// True while the case has failed at most `restart_budget` times within the window.
+    fn within_budget(&mut self, case_id: CaseId) -> bool {
+        let now = self.ctx.clock.now();
+        let window = chrono::Duration::from_std(self.settings.restart_window)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(times) = self.failures.get_mut(&case_id) else {
+            return true;
+        };
+        times.retain(|t| now - *t < window);
+        if times.is_empty() {
+            self.failures.remove(&case_id);
+            return true;
+        }
+        times.len() <= self.settings.restart_budget
+    }
+}

@@ -1,0 +1,18 @@
+//! casehub's domain and actor system. No HTTP lives here.
+//!
+//! - [`domain`]: cases, reviews, events and their vocabularies (seed 000's objects).
+//! - [`triage`]: the rule-driven classifier, the knowledge base and similar-case search.
+//! - [`case`]: one supervised [`case::actor::CaseActor`] per active case, under sharded
+//!   supervisors reached through [`case::CaseDirectory`]; passivation and restarts.
+//! - [`store`]: the [`store::SnapshotStore`] trait and the embedded (redb) implementation.
+//! - [`bus`]: committed events fanned out in process.
+//! - [`links`], [`routing`], [`clock`]: signed links, review-room routing, injectable time.
+
+pub mod bus;
+pub mod case;
+pub mod clock;
+pub mod domain;
+pub mod links;
+pub mod routing;
+pub mod store;
+pub mod triage;

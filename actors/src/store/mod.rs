@@ -1,0 +1,119 @@
+//! Storage behind traits: case snapshots, reviews, idempotency keys and the event outbox.
+//!
+//! A case actor hands the store one [`Commit`] per transition: its new snapshot, the events the
+//! transition caused and, on intake, the idempotency key. The store writes all of it atomically
+//! and only then returns, so an answered request implies durable state (CONTRACT §3, §5).
+
+mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Case, CaseId, CaseStatus, Event, Review, ReviewId};
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is shutting down; the request may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered but the operation failed.
+    #[error("store failure: {0}")]
+    Backend(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An idempotency key bound to the case its first request created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// Caller-scoped key (the edge prefixes the caller's identity).
+    pub key: String,
+    pub case_id: CaseId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one transition writes, atomically.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The case's new snapshot; its current review (if any) is indexed by review id too.
+    pub case: Case,
+    /// Events the transition caused, appended to the outbox.
+    pub events: Vec<Event>,
+    /// Set on intake with an `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// A page of cases, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct CasePage {
+    pub cases: Vec<Case>,
+    /// Opaque; pass back as `CaseQuery::cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which cases to list.
+#[derive(Debug, Clone, Default)]
+pub struct CaseQuery {
+    pub status: Option<CaseStatus>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// Durable state of cases and the outbox. Implementations must make [`SnapshotStore::commit`]
+/// atomic and durable before returning.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes a snapshot, its events and its idempotency record in one atomic operation.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// The last committed snapshot of a case.
+    async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError>;
+
+    /// The latest stored state of a review.
+    async fn load_review(&self, id: &ReviewId) -> Result<Option<Review>, StoreError>;
+
+    /// The case an idempotency key created, if the key was first used at or after `not_before`.
+    async fn idempotent_case(
+        &self,
+        key: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<CaseId>, StoreError>;
+
+    /// Removes idempotency records created before `before`; returns how many.
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<usize, StoreError>;
+
+    /// Cases newest first, optionally by status, cursor-paginated.
+    async fn list_cases(&self, query: CaseQuery) -> Result<CasePage, StoreError>;
+
+    /// Outbox events in recording order, after `after` (a msg id), at most `limit`.
+    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// A cheap round trip, for health; returns its latency.
+    async fn ping(&self) -> Result<Duration, StoreError>;
+
+    /// Flushes and releases the store (idempotent).
+    async fn close(&self);
+}
+
+/// Shared store handle.
+pub type SharedStore = Arc<dyn SnapshotStore>;
+
+/// Cursor encoding shared by the implementations: `<created micros>.<case id simple hex>`.
+pub(crate) fn encode_cursor(created_us: u64, id: CaseId) -> String {
+    format!("{created_us}.{}", id.0.simple())
+}
+
+/// Inverse of [`encode_cursor`]; `None` for anything malformed.
+pub fn decode_cursor(cursor: &str) -> Option<(u64, CaseId)> {
+    let (ms, id) = cursor.split_once('.')?;
+    let ms = ms.parse().ok()?;
+    let id = uuid::Uuid::try_parse(id).ok()?;
+    Some((ms, CaseId(id)))
+}

@@ -1,0 +1,222 @@
+//! Building and running the server. `Application::build` binds (port 0 works) and wires the
+//! actor system; `run_until` serves until the shutdown future resolves, then drains.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
+use casehub_actors::bus::EventBus;
+use casehub_actors::case::{CaseContext, CaseDirectory, CaseStats, SupervisorSettings};
+use casehub_actors::clock::{SharedClock, SystemClock};
+use casehub_actors::store::{EmbeddedStore, SharedStore};
+use casehub_actors::triage::{SimilarCases, Triage};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::limits::RateLimits;
+use crate::settings::Settings;
+use crate::state::{AppState, Inner};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A bound, wired server, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+#[derive(Clone, Copy)]
+struct MakeCaseRequestId;
+
+impl MakeRequestId for MakeCaseRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = casehub_actors::domain::new_request_id(chrono::Utc::now());
+        id.parse().ok().map(RequestId::new)
+    }
+}
+
+fn load_triage(settings: &Settings) -> anyhow::Result<Triage> {
+    let t = &settings.triage;
+    if t.rules_file.is_empty() && t.knowledge_base_file.is_empty() {
+        return Triage::builtin().context("built-in triage rules");
+    }
+    let read = |path: &str, builtin: &str, key: &str| -> anyhow::Result<String> {
+        if path.is_empty() {
+            Ok(builtin.to_string())
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {path}"))
+        }
+    };
+    let rules = read(
+        &t.rules_file,
+        casehub_actors::triage::BUILTIN_RULES,
+        "triage.rules_file",
+    )?;
+    let kb = read(
+        &t.knowledge_base_file,
+        casehub_actors::triage::BUILTIN_KNOWLEDGE_BASE,
+        "triage.knowledge_base_file",
+    )?;
+    Triage::from_toml(&rules, &kb).context("triage.rules_file / triage.knowledge_base_file")
+}
+
+impl Application {
+    /// Builds on the wall clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds with an injected clock (tests).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let addr = settings.bind_addr()?;
+        let store: SharedStore =
+            EmbeddedStore::open(&settings.store.data_dir, settings.store.durable).with_context(
+                || format!("store.data_dir: {}", settings.store.data_dir.display()),
+            )?;
+        let triage = Arc::new(load_triage(&settings)?);
+        let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
+        let auth = Auth::new(&settings);
+        let ctx = Arc::new(CaseContext {
+            store: store.clone(),
+            triage,
+            similar,
+            clock,
+            links: auth.links.clone(),
+            routing: settings.reviews.clone(),
+            bus: EventBus::new(),
+            stats: Arc::new(CaseStats::default()),
+            fault_injection: settings.testing.fault_injection,
+        });
+        let c = &settings.cases;
+        let supervision = SupervisorSettings {
+            idle_timeout: c.idle_timeout,
+            restart_budget: c.restart_budget,
+            restart_window: c.restart_window,
+            drain_timeout: settings.server.shutdown_timeout,
+        };
+        let cases =
+            CaseDirectory::start(ctx, supervision, c.shards, settings.server.request_timeout)
+                .await
+                .context("starting the case supervisors")?;
+        warm_similar_cases(&store, &cases, settings.triage.similar_cases_window).await;
+        let limits = RateLimits::new(&settings.rate_limits);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("server.bind: cannot listen on {addr}"))?;
+        let state = AppState::new(Inner {
+            settings,
+            cases,
+            store,
+            auth,
+            limits,
+            started: Instant::now(),
+            idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
+        });
+        let router = crate::routes::router(state.clone())
+            .layer(CatchPanicLayer::custom(|_| {
+                tracing::error!("a request handler panicked");
+                ApiError::internal().into_response()
+            }))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeCaseRequestId));
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state (tests inspect it).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then finishes in-flight requests, drains the case
+    /// actors and closes the store.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let sweeper = tokio::spawn({
+            let state = state.clone();
+            async move { housekeeping(state).await }
+        });
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tracing::info!(addr = %self.listener.local_addr()?, "casehub listening");
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        sweeper.abort();
+        tracing::info!("draining case actors");
+        let timeout = state.settings.server.shutdown_timeout;
+        state.cases.shutdown(timeout).await;
+        state.store.close().await;
+        tracing::info!("casehub stopped");
+        Ok(())
+    }
+}
+
+/// Seeds the similar-case index with the most recent cases.
+async fn warm_similar_cases(store: &SharedStore, cases: &CaseDirectory, window: usize) {
+    let page = store
+        .list_cases(casehub_actors::store::CaseQuery {
+            status: None,
+            limit: window.max(1),
+            cursor: None,
+        })
+        .await;
+    if let Ok(page) = page {
+        let similar = &cases.context().similar;
+        for case in page.cases.iter().rev() {
+            similar.record(case.case_id.0, &case.description);
+        }
+    }
+}
+
+/// Periodic upkeep: forget idle rate-limit keys, purge expired idempotency keys.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.limits.sweep();
+        let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
+            .unwrap_or(chrono::Duration::hours(24));
+        if let Err(e) = state
+            .store
+            .purge_idempotency(chrono::Utc::now() - ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "purging idempotency keys failed");
+        }
+    }
+}

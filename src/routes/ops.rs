@@ -1,0 +1,134 @@
+//! Operations: health (seed 001's shape), the actor snapshot, the event outbox and the
+//! test-only fault hook.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use casehub_actors::domain::rfc3339;
+use serde_json::{Value, json};
+
+use super::support::parse_case_id;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ClientIp, QueryPairs};
+use crate::state::AppState;
+
+/// Store round trips slower than this make health `degraded`.
+const STORE_SLOW_MS: u128 = 500;
+
+/// `GET` / `HEAD /api/health` — 200 healthy or degraded, 503 unhealthy. No credentials.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let (store_check, store_status) = match state.store.ping().await {
+        Ok(latency) => {
+            let ms = latency.as_millis();
+            let status = if ms > STORE_SLOW_MS {
+                "degraded"
+            } else {
+                "healthy"
+            };
+            (
+                json!({"status": status, "latencyMs": ms, "kind": "embedded"}),
+                status,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "health: store check failed");
+            (
+                json!({"status": "unhealthy", "detail": "store unreachable"}),
+                "unhealthy",
+            )
+        }
+    };
+    let actors = state.cases.stats();
+    let overall = match store_status {
+        "unhealthy" => "unhealthy",
+        "degraded" => "degraded",
+        _ => "healthy",
+    };
+    let body = json!({
+        "status": overall,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": state.started.elapsed().as_secs_f64(),
+        "checks": {
+            "store": store_check,
+            "redis": {"status": "not_configured"},
+            "actors": {
+                "status": "healthy",
+                "case_actors_live": actors.live,
+                "restarts": actors.restarts,
+                "shards": state.cases.shard_count(),
+            },
+        },
+        "timestamp": rfc3339(chrono::Utc::now()),
+    });
+    let code = if overall == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /ops/actors` — admin; a JSON snapshot of the actor system per kind.
+pub async fn actors(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    let cases = state.cases.stats();
+    Ok(Json(json!({
+        "timestamp": rfc3339(chrono::Utc::now()),
+        "kinds": {
+            "case_supervisor": {"live": state.cases.shard_count()},
+            "case_actor": cases,
+        },
+    })))
+}
+
+/// `GET /v1/events?after=msg_…&limit=…` — admin; the durable event outbox in recording order.
+pub async fn events(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    let limit = match query.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::invalid_format("limit", "limit must be 1-1000"))?,
+    };
+    let after = query.get("after").filter(|a| !a.is_empty());
+    let events = state.store.outbox(after, limit).await?;
+    let next = events.last().map(|e| e.msg_id.clone());
+    let data: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let mut v = e.envelope();
+            v["msg_id"] = json!(e.msg_id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({"data": data, "next_cursor": next})))
+}
+
+/// `POST /ops/faults/cases/{case_id}/panic` — admin, and only with `testing.fault_injection`:
+/// makes the case actor panic while handling this request.
+pub async fn inject_panic(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    if !state.settings.testing.fault_injection {
+        return Err(ApiError::not_found("Fault injection is disabled"));
+    }
+    let case_id = parse_case_id(&raw_id)?;
+    state.cases.inject_panic(case_id).await?;
+    Err(ApiError::internal())
+}

@@ -1,0 +1,346 @@
+//! Typed settings, loaded once: `config/default.toml` (compiled in), then `--config FILE`, then
+//! `CASEHUB__SECTION__KEY` environment variables. Invalid settings fail at start with a message
+//! naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use casehub_actors::routing::ReviewRouting;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// A secret string that never prints.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
+    pub cases: CaseSettings,
+    pub triage: TriageSettings,
+    pub reviews: ReviewRouting,
+    pub idempotency: IdempotencySettings,
+    pub log: LogSettings,
+    pub testing: TestingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub public_url: String,
+    pub body_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub key_prefix: String,
+    pub durable: bool,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Systems calling the support workflow.
+    Client,
+    /// Everything a client may, plus `/v1/*`, `/ops/*` and `/metrics`.
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub key: Secret,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub api_keys: Vec<ApiKey>,
+    pub reviewer_secret: Secret,
+    pub link_secret: Secret,
+    pub require_link_tokens: bool,
+    pub ip_allowlist: Vec<String>,
+    pub allow_dev_secrets: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub intake: u32,
+    pub self_service: u32,
+    pub approve: u32,
+    pub feedback: u32,
+    pub collaborative: u32,
+    pub review: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSettings {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub shards: usize,
+    pub restart_budget: usize,
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageSettings {
+    pub rules_file: String,
+    pub knowledge_base_file: String,
+    pub similar_cases_window: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+/// Log output form.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSettings {
+    pub fault_injection: bool,
+}
+
+/// A setting that cannot be used, naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(pub String);
+
+/// The development secrets shipped in `config/default.toml`.
+const DEV_SECRETS: &[&str] = &[
+    "dev-client-key",
+    "dev-admin-key",
+    "change-me",
+    "change-me-too",
+];
+
+impl Settings {
+    /// Defaults, then `file` (which must exist), then `CASEHUB__…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(SettingsError(format!(
+                    "--config {}: no such file",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("CASEHUB__").split("__"));
+        Self::extract(figment)
+    }
+
+    /// The compiled-in defaults only (tests start from these).
+    pub fn defaults() -> Settings {
+        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)))
+            .expect("config/default.toml is valid")
+    }
+
+    fn extract(figment: Figment) -> Result<Settings, SettingsError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let mut messages = Vec::new();
+            for e in e {
+                let key = e.path.join(".");
+                if key.is_empty() {
+                    messages.push(e.kind.to_string());
+                } else {
+                    messages.push(format!("{key}: {}", e.kind));
+                }
+            }
+            SettingsError(messages.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The bind address, parsed.
+    pub fn bind_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.server.bind.parse().map_err(|_| {
+            SettingsError(format!(
+                "server.bind: {:?} is not an address:port",
+                self.server.bind
+            ))
+        })
+    }
+
+    /// Checks what types cannot; every message names its key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |m: String| Err(SettingsError(m));
+        self.bind_addr()?;
+        let url = &self.server.public_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            return fail(format!("server.public_url: {url:?} is not an http(s) URL"));
+        }
+        if self.server.body_limit < 1024 {
+            return fail("server.body_limit: must be at least 1024 bytes".into());
+        }
+        let store_url = &self.store.url;
+        if !(store_url.is_empty()
+            || store_url.starts_with("redis://")
+            || store_url.starts_with("rediss://"))
+        {
+            return fail(format!(
+                "store.url: {:?} must be empty (embedded) or redis://…",
+                self.store.url
+            ));
+        }
+        if !self.store.url.is_empty() {
+            return fail(
+                "store.url: the Redis store is not available in this build; leave store.url empty"
+                    .into(),
+            );
+        }
+        if self.auth.api_keys.is_empty() {
+            return fail("auth.api_keys: at least one key is required".into());
+        }
+        for (i, k) in self.auth.api_keys.iter().enumerate() {
+            if k.key.expose().len() < 8 {
+                return fail(format!(
+                    "auth.api_keys[{i}].key: must be at least 8 characters"
+                ));
+            }
+        }
+        if self.auth.reviewer_secret.expose().len() < 8 {
+            return fail("auth.reviewer_secret: must be at least 8 characters".into());
+        }
+        if self.auth.link_secret.expose().len() < 8 {
+            return fail("auth.link_secret: must be at least 8 characters".into());
+        }
+        for (i, cidr) in self.auth.ip_allowlist.iter().enumerate() {
+            if crate::auth::parse_cidr(cidr).is_none() {
+                return fail(format!("auth.ip_allowlist[{i}]: {cidr:?} is not a CIDR"));
+            }
+        }
+        let r = &self.rate_limits;
+        for (key, v) in [
+            ("intake", r.intake),
+            ("self_service", r.self_service),
+            ("approve", r.approve),
+            ("feedback", r.feedback),
+            ("collaborative", r.collaborative),
+            ("review", r.review),
+        ] {
+            if v == 0 {
+                return fail(format!("rate_limits.{key}: must be at least 1 per minute"));
+            }
+        }
+        if self.cases.shards == 0 || self.cases.shards > 1024 {
+            return fail("cases.shards: must be between 1 and 1024".into());
+        }
+        if self.cases.idle_timeout.is_zero() {
+            return fail("cases.idle_timeout: must be positive".into());
+        }
+        self.reviews.validate().map_err(SettingsError)?;
+        if self.uses_dev_secrets() && !self.auth.allow_dev_secrets {
+            let ip = self.bind_addr()?.ip();
+            if !ip.is_loopback() {
+                return fail(format!(
+                    "auth: development keys or secrets are in use while server.bind is {ip}, \
+                     not loopback; set real ones (auth.api_keys, auth.reviewer_secret, \
+                     auth.link_secret) or auth.allow_dev_secrets = true"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True while any key or secret is one of the shipped development values.
+    pub fn uses_dev_secrets(&self) -> bool {
+        let a = &self.auth;
+        a.api_keys
+            .iter()
+            .map(|k| k.key.expose())
+            .chain([a.reviewer_secret.expose(), a.link_secret.expose()])
+            .any(|s| DEV_SECRETS.contains(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert!(s.uses_dev_secrets());
+        assert!(format!("{:?}", s.auth).contains("Secret(***)"));
+        assert!(!format!("{:?}", s.auth).contains("change-me"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |toml: &str| {
+            Settings::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("[server]\nbind = \"nope\"").contains("server.bind"));
+        assert!(bad("[cases]\nidle_timeout = \"soon\"").contains("cases.idle_timeout"));
+        assert!(bad("[rate_limits]\nintake = 0").contains("rate_limits.intake"));
+        assert!(bad("[server]\nbogus = 1").contains("bogus"));
+        assert!(bad("[auth]\nip_allowlist = [\"10.0.0.0/99\"]").contains("auth.ip_allowlist[0]"));
+        assert!(bad("[server]\nbind = \"0.0.0.0:8080\"").contains("allow_dev_secrets"));
+    }
+}

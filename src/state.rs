@@ -1,0 +1,54 @@
+//! What every handler shares: settings, the case directory, the store, auth and limits.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
+use casehub_actors::case::CaseDirectory;
+use casehub_actors::store::SharedStore;
+
+use crate::auth::Auth;
+use crate::limits::RateLimits;
+use crate::settings::Settings;
+
+/// Cheap-clone handle to the shared state.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The shared state itself.
+pub struct Inner {
+    pub settings: Settings,
+    pub cases: CaseDirectory,
+    pub store: SharedStore,
+    pub auth: Auth,
+    pub limits: Arc<RateLimits>,
+    pub started: Instant,
+    /// Serialises concurrent intakes that carry the same idempotency key (per key).
+    pub idempotency_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppState {
+    /// Wraps the shared state.
+    pub fn new(inner: Inner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The peer address the connection came from (the server is served with connect info).
+pub fn client_ip(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}

@@ -1,0 +1,8 @@
+//! One integration test binary: every test starts the real server on port 0 (or the real
+//! binary, for kill -9) and talks HTTP to it.
+
+mod errors;
+mod harness;
+mod lifecycle;
+mod security;
+mod supervision;

@@ -1,0 +1,174 @@
+//! Durability and supervision: restarts (clean and kill -9), panics, passivation.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const SSL: &str = "Our SSL certificate expired and browsers show a certificate error.";
+
+/// Creates cases in several states; returns (id, status, history length).
+async fn cases_in_several_states(app: &TestApp) -> Vec<(String, Value, usize)> {
+    let triaged = app.intake(SSL).await;
+    let in_progress = app.intake(SSL).await;
+    app.post(
+        "/webhook/support/self-service",
+        json!({"case_id": in_progress["case_id"], "customer_id": in_progress["customer_id"]}),
+    )
+    .await
+    .ok();
+    let review = app.intake(SSL).await;
+    app.post(
+        "/webhook/support/collaborative",
+        json!({"case_id": review["case_id"], "customer_id": review["customer_id"]}),
+    )
+    .await
+    .ok();
+    let mut out = Vec::new();
+    for c in [triaged, in_progress, review] {
+        let id = c["case_id"].as_str().unwrap().to_string();
+        let view = app.status(&id).await;
+        out.push((
+            id,
+            view["status"].clone(),
+            view["history"].as_array().unwrap().len(),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn cases_survive_a_clean_restart() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let app = spawn_on(tmp.path(), |_| {}).await;
+    let before = cases_in_several_states(&app).await;
+    let events_before = app.events().await.len();
+    app.stop().await;
+    let app = spawn_on(tmp.path(), |_| {}).await;
+    for (id, status, history) in &before {
+        let view = app.status(id).await;
+        assert_eq!(&view["status"], status);
+        assert_eq!(view["history"].as_array().unwrap().len(), *history);
+    }
+    assert_eq!(app.events().await.len(), events_before);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cases_survive_kill_9() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let server = ServerProcess::start(tmp.path()).await;
+    let before = cases_in_several_states(&server.client()).await;
+    let events_before = server.client().events().await.len();
+    server.kill9();
+    let server = ServerProcess::start(tmp.path()).await;
+    let app = server.client();
+    for (id, status, history) in &before {
+        let view = app.status(id).await;
+        assert_eq!(&view["status"], status, "case {id}");
+        assert_eq!(view["history"].as_array().unwrap().len(), *history);
+    }
+    assert_eq!(app.events().await.len(), events_before);
+    // And it keeps working.
+    app.intake(SSL).await;
+}
+
+#[tokio::test]
+async fn a_panicking_case_actor_restarts_from_its_snapshot() {
+    let app = spawn_app_with(|s| s.testing.fault_injection = true).await;
+    let victim = app.intake(SSL).await;
+    let bystander = app.intake(SSL).await;
+    let id = victim["case_id"].as_str().unwrap();
+    let r = app
+        .send(
+            Method::POST,
+            &format!("/ops/faults/cases/{id}/panic"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    r.assert_error(500, "INTERNAL_ERROR");
+    let text = r.body.to_string();
+    assert!(
+        !text.contains("panic") && !text.contains("injected"),
+        "leaks: {text}"
+    );
+    // Restarted, from its snapshot, and usable.
+    let stats = eventually(Duration::from_secs(5), || async {
+        let s = app.admin_get("/ops/actors").await.body["kinds"]["case_actor"].clone();
+        (s["restarts"] == json!(1)).then_some(s)
+    })
+    .await;
+    assert_eq!(stats["failures"], json!(1));
+    assert_eq!(app.status(id).await["status"], json!("triaged"));
+    app.post(
+        "/webhook/support/self-service",
+        json!({"case_id": id, "customer_id": victim["customer_id"]}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        app.status(bystander["case_id"].as_str().unwrap()).await["status"],
+        json!("triaged")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fault_hook_is_off_by_default() {
+    let app = spawn_app().await;
+    let c = app.intake(SSL).await;
+    let id = c["case_id"].as_str().unwrap();
+    app.send(
+        Method::POST,
+        &format!("/ops/faults/cases/{id}/panic"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_case_actors_passivate_and_rehydrate() {
+    let app = spawn_app_with(|s| s.cases.idle_timeout = Duration::from_millis(150)).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            app.intake(SSL).await["case_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let live = |app: &TestApp| {
+        let app_base = app.base.clone();
+        let client = app.client.clone();
+        async move {
+            let r: Value = client
+                .get(format!("{app_base}/ops/actors"))
+                .header("X-API-Key", ADMIN_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["kinds"]["case_actor"].clone()
+        }
+    };
+    let stats = eventually(Duration::from_secs(5), || async {
+        let s = live(&app).await;
+        (s["live"] == json!(0)).then_some(s)
+    })
+    .await;
+    assert!(stats["passivations"].as_u64().unwrap() >= 4);
+    for id in &ids {
+        assert_eq!(app.status(id).await["status"], json!("triaged"));
+    }
+    assert!(live(&app).await["spawned"].as_u64().unwrap() >= 8);
+    app.stop().await;
+}
