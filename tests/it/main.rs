@@ -1,6 +1,7 @@
 //! One integration test binary: every test starts the real server on port 0 (or the real
 //! binary, for kill -9) and talks HTTP to it.
 
+mod cli;
 mod errors;
 mod harness;
 mod lifecycle;

@@ -7,16 +7,18 @@
 //!
 //! Classification policy ([`Triage::classify`]):
 //! - every rule is scored on the description and product: keyword points + phrase points +
-//!   pattern points, times the rule's weight; a rule with an `exclude` term scores 0;
-//! - the highest score wins, ties going to the rule written first; below `min_score` the case is
+//!   pattern points (+ context points once something matched), times the rule's weight; a rule
+//!   with an `exclude` term scores 0;
+//! - the highest score wins, ties going to the rule written first, and `generic` rules (question
+//!   forms such as "how do I") only when no other rule matched; below `min_score` the case is
 //!   `other/general` with the low `fallback_confidence`;
 //! - confidence grows with the winning score and shrinks when a rule of another subcategory
 //!   scores close to it; it is rounded to two decimals;
 //! - priority is the stronger of the rule's priority and the reported severity, and critical
 //!   when the environment is production and the text has outage terms;
 //! - the path is `escalate` for critical priority or escalating rules, `self-service` when the
-//!   rule offers it, the case is not complex and confidence reaches `self_service_min_confidence`,
-//!   and `collaborative` otherwise.
+//!   rule offers it, the case is neither complex nor an enhancement and confidence reaches
+//!   `self_service_min_confidence`, and `collaborative` otherwise.
 //!
 //! The same input always gives the same classification: nothing depends on time, randomness or
 //! hash-map order.

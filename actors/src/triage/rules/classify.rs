@@ -77,40 +77,7 @@ impl RuleBook {
             outage_terms,
         );
 
-        let (path, path_why) = if priority == Priority::Critical {
-            (
-                ResolutionPath::Escalate,
-                "critical priority goes straight to a specialist".to_string(),
-            )
-        } else if rule.resolution == ResolutionPath::Escalate {
-            (
-                ResolutionPath::Escalate,
-                "this kind of problem is always escalated".to_string(),
-            )
-        } else if rule.resolution == ResolutionPath::Collaborative {
-            (
-                ResolutionPath::Collaborative,
-                "this kind of problem needs a specialist's review".to_string(),
-            )
-        } else if rule.complexity == Complexity::Complex {
-            (
-                ResolutionPath::Collaborative,
-                "the case is complex".to_string(),
-            )
-        } else if rule.category == Category::Enhancement {
-            (
-                ResolutionPath::Collaborative,
-                "enhancements go to product review".to_string(),
-            )
-        } else if confidence < self.scoring.self_service_min_confidence {
-            let why = format!("confidence {confidence:.2} is too low for self-service");
-            (ResolutionPath::Collaborative, why)
-        } else {
-            (
-                ResolutionPath::SelfService,
-                "a documented self-service fix exists".to_string(),
-            )
-        };
+        let (path, path_why) = self.path_for(rule, priority, confidence);
 
         let mut tags: Vec<String> = Vec::new();
         for tag in rule.tags.iter().chain(hit.keyword_tags.iter()) {
@@ -141,6 +108,36 @@ impl RuleBook {
             tags,
             similar_cases: Vec::new(),
         }
+    }
+
+    /// The resolution path and a clause saying why (policy in the triage module docs).
+    fn path_for(
+        &self,
+        rule: &Rule,
+        priority: Priority,
+        confidence: f64,
+    ) -> (ResolutionPath, String) {
+        use ResolutionPath::{Collaborative, Escalate, SelfService};
+        let (path, why) = if priority == Priority::Critical {
+            (Escalate, "critical priority goes straight to a specialist")
+        } else if rule.resolution == Escalate {
+            (Escalate, "this kind of problem is always escalated")
+        } else if rule.resolution == Collaborative {
+            (
+                Collaborative,
+                "this kind of problem needs a specialist's review",
+            )
+        } else if rule.complexity == Complexity::Complex {
+            (Collaborative, "the case is complex")
+        } else if rule.category == Category::Enhancement {
+            (Collaborative, "enhancements go to product review")
+        } else if confidence < self.scoring.self_service_min_confidence {
+            let why = format!("confidence {confidence:.2} is too low for self-service");
+            return (Collaborative, why);
+        } else {
+            (SelfService, "the rule offers a documented self-service fix")
+        };
+        (path, why.to_string())
     }
 
     fn fallback(

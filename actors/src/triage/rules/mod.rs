@@ -342,6 +342,16 @@ impl RuleBook {
         })
     }
 
+    /// Category and subcategory of every rule whose default path is self-service.
+    #[cfg(test)]
+    pub fn self_service_subcategories(&self) -> Vec<(Category, String)> {
+        self.rules
+            .iter()
+            .filter(|r| r.resolution == ResolutionPath::SelfService)
+            .map(|r| (r.category, r.subcategory.clone()))
+            .collect()
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.rules.len()

@@ -3,6 +3,7 @@
 use super::{input, triage};
 use crate::domain::Category;
 use crate::triage::knowledge::KnowledgeBase;
+use crate::triage::rules::RuleBook;
 use crate::triage::{BUILTIN_KNOWLEDGE_BASE, BUILTIN_RULES, Triage, TriageError};
 
 const MINIMAL_KB: &str = r#"
@@ -79,6 +80,21 @@ fn every_knowledge_base_entry_is_reachable_from_its_keywords() {
                 .references
                 .iter()
                 .all(|r| r.url.starts_with("https://docs.casehub.example/"))
+        );
+    }
+}
+
+#[test]
+fn every_self_service_rule_has_a_knowledge_base_entry() {
+    let rules = RuleBook::from_toml(BUILTIN_RULES).expect("builtin rules");
+    let kb = KnowledgeBase::from_toml(BUILTIN_KNOWLEDGE_BASE).expect("builtin kb");
+    let index = kb.index();
+    for (category, subcategory) in rules.self_service_subcategories() {
+        assert!(
+            index
+                .iter()
+                .any(|e| e.category == category && e.subcategory == subcategory),
+            "self-service rule {category}/{subcategory} has no knowledge-base entry"
         );
     }
 }
