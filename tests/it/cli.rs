@@ -34,14 +34,20 @@ fn invalid_settings_fail_at_start_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_dev_secrets"));
 
-    let out = casehub().arg("--config").arg(dir.path().join("missing.toml")).output().unwrap();
+    let out = casehub()
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test]
 async fn minted_reviewer_tokens_are_accepted() {
     let app = spawn_app().await;
-    let created = app.intake("Our SSL certificate expired and browsers show a certificate error.").await;
+    let created = app
+        .intake("Our SSL certificate expired and browsers show a certificate error.")
+        .await;
     let review = app
         .post(
             "/webhook/support/collaborative",
@@ -50,7 +56,15 @@ async fn minted_reviewer_tokens_are_accepted() {
         .await
         .ok();
     let out = casehub()
-        .args(["token", "--reviewer", "jane@company.com", "--rooms", "support-review", "--ttl", "1h"])
+        .args([
+            "token",
+            "--reviewer",
+            "jane@company.com",
+            "--rooms",
+            "support-review",
+            "--ttl",
+            "1h",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -58,7 +72,10 @@ async fn minted_reviewer_tokens_are_accepted() {
     let review_id = review["review_id"].as_str().unwrap();
     let r = app
         .client
-        .get(format!("{}/webhook/support/review/{review_id}/reject", app.base))
+        .get(format!(
+            "{}/webhook/support/review/{review_id}/reject",
+            app.base
+        ))
         .bearer_auth(&token)
         .send()
         .await

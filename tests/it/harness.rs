@@ -307,6 +307,14 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        assert!(sent.success());
+        self.child.wait().expect("wait").code()
+    }
+
     /// A test app handle talking to this process.
     pub fn client(&self) -> TestApp {
         TestApp {

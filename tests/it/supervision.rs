@@ -76,6 +76,19 @@ async fn cases_survive_kill_9() {
 }
 
 #[tokio::test]
+async fn sigterm_exits_cleanly_and_keeps_everything() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let server = ServerProcess::start(tmp.path()).await;
+    let before = cases_in_several_states(&server.client()).await;
+    assert_eq!(server.terminate(), Some(0));
+    let server = ServerProcess::start(tmp.path()).await;
+    let app = server.client();
+    for (id, status, _) in &before {
+        assert_eq!(&app.status(id).await["status"], status);
+    }
+}
+
+#[tokio::test]
 async fn a_panicking_case_actor_restarts_from_its_snapshot() {
     let app = spawn_app_with(|s| s.testing.fault_injection = true).await;
     let victim = app.intake(SSL).await;

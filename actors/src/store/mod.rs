@@ -4,6 +4,8 @@
 //! transition caused and, on intake, the idempotency key. The store writes all of it atomically
 //! and only then returns, so an answered request implies durable state (CONTRACT §3, §5).
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 mod embedded;
 
 pub use embedded::EmbeddedStore;

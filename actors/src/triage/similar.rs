@@ -2,8 +2,8 @@
 //!
 //! The index is a bounded window: recording case `capacity + 1` evicts the oldest. Statistics
 //! (document frequencies, average length) always describe exactly the cases in the window, so
-//! scores do not drift as cases come and go. A query scans the window, which is linear in
-//! `capacity` and cheap at the sizes a support hub keeps (a few thousand short texts).
+//! scores do not drift as cases come and go. An inverted index means a query touches only the
+//! postings of its own terms, never the whole window through hashing.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
@@ -15,6 +15,10 @@ use uuid::Uuid;
 const K1: f64 = 1.2;
 /// BM25 length normalisation.
 const B: f64 = 0.75;
+/// A query scores at most this many of the newest postings of each term. A term present in more
+/// cases than this is common (low idf) and the newest cases are the most relevant ones, so this
+/// bounds the cost of a query during an incident, when many descriptions share every term.
+const MAX_POSTINGS_PER_TERM: usize = 256;
 
 /// Words too common in support requests to say anything about similarity.
 const STOP_WORDS: &[&str] = &[
@@ -59,33 +63,58 @@ pub(crate) fn terms(text: &str) -> Vec<String> {
 
 /// One indexed case.
 struct Doc {
+    seq: u64,
     id: Uuid,
-    /// Term frequencies.
-    tf: HashMap<String, u32>,
+    /// Distinct terms, for unindexing.
+    terms: Vec<String>,
     len: usize,
 }
 
-/// The window and its statistics; always consistent with each other.
+/// One posting: a document (by sequence number) containing a term, with its frequency.
+#[derive(Clone, Copy)]
+struct Posting {
+    seq: u64,
+    tf: u32,
+    /// Length of the document, in terms.
+    len: u32,
+}
+
+/// The window as an inverted index; always consistent with itself.
+///
+/// Documents get increasing sequence numbers, so every postings list is in sequence order and
+/// evicting the oldest document pops the front of each of its lists. A query walks only the
+/// postings of its own terms and accumulates scores in a dense array indexed by sequence.
 #[derive(Default)]
 struct Index {
     docs: VecDeque<Doc>,
-    /// Number of documents in the window containing each term.
-    df: HashMap<String, usize>,
+    postings: HashMap<String, VecDeque<Posting>>,
+    by_id: HashMap<Uuid, u64>,
+    next_seq: u64,
     total_len: usize,
 }
 
 impl Index {
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.docs.binary_search_by_key(&seq, |d| d.seq).ok()
+    }
+
     fn remove_at(&mut self, position: usize) {
         let Some(doc) = self.docs.remove(position) else {
             return;
         };
         self.total_len -= doc.len;
-        for term in doc.tf.keys() {
-            if let Some(n) = self.df.get_mut(term) {
-                *n -= 1;
-                if *n == 0 {
-                    self.df.remove(term);
-                }
+        self.by_id.remove(&doc.id);
+        for term in &doc.terms {
+            let Some(list) = self.postings.get_mut(term) else {
+                continue;
+            };
+            if list.front().is_some_and(|p| p.seq == doc.seq) {
+                list.pop_front();
+            } else if let Ok(i) = list.binary_search_by_key(&doc.seq, |p| p.seq) {
+                list.remove(i);
+            }
+            if list.is_empty() {
+                self.postings.remove(term);
             }
         }
     }
@@ -114,25 +143,44 @@ impl SimilarCases {
         if self.capacity == 0 {
             return;
         }
-        let mut tf: HashMap<String, u32> = HashMap::new();
         let words = terms(text);
+        let mut tf: HashMap<String, u32> = HashMap::new();
         for term in &words {
             *tf.entry(term.clone()).or_default() += 1;
         }
         let mut index = self.index.write();
-        if let Some(position) = index.docs.iter().position(|d| d.id == case_id) {
+        if let Some(position) = index
+            .by_id
+            .get(&case_id)
+            .copied()
+            .and_then(|s| index.position(s))
+        {
             index.remove_at(position);
         }
         while index.docs.len() >= self.capacity {
             index.remove_at(0);
         }
-        for term in tf.keys() {
-            *index.df.entry(term.clone()).or_default() += 1;
+        let seq = index.next_seq;
+        index.next_seq += 1;
+        let mut distinct = Vec::with_capacity(tf.len());
+        for (term, n) in tf {
+            index
+                .postings
+                .entry(term.clone())
+                .or_default()
+                .push_back(Posting {
+                    seq,
+                    tf: n,
+                    len: words.len() as u32,
+                });
+            distinct.push(term);
         }
         index.total_len += words.len();
+        index.by_id.insert(case_id, seq);
         index.docs.push_back(Doc {
+            seq,
             id: case_id,
-            tf,
+            terms: distinct,
             len: words.len(),
         });
     }
@@ -148,41 +196,45 @@ impl SimilarCases {
         query.dedup();
 
         let index = self.index.read();
-        let n = index.docs.len() as f64;
-        if n == 0.0 || query.is_empty() {
+        let (Some(first), Some(last)) = (index.docs.front(), index.docs.back()) else {
             return Vec::new();
-        }
+        };
+        let base = first.seq;
+        let n = index.docs.len() as f64;
         let avgdl = (index.total_len as f64 / n).max(1.0);
-        // Idf per query term, in sorted term order so float sums are reproducible.
-        let weights: Vec<(&str, f64)> = query
-            .iter()
-            .filter_map(|t| {
-                let df = *index.df.get(t)? as f64;
-                Some((t.as_str(), (1.0 + (n - df + 0.5) / (df + 0.5)).ln()))
-            })
-            .collect();
-
+        // Scores by sequence offset; terms in sorted order so float sums are reproducible.
+        let mut scores = vec![0.0f64; (last.seq - base + 1) as usize];
+        for term in &query {
+            let Some(list) = index.postings.get(term) else {
+                continue;
+            };
+            let df = list.len() as f64;
+            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+            for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
+                let at = (p.seq - base) as usize;
+                let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
+                let tf = f64::from(p.tf);
+                scores[at] += idf * tf * (K1 + 1.0) / (tf + norm);
+            }
+        }
         let mut scored: Vec<(f64, Uuid)> = index
             .docs
             .iter()
-            .filter(|d| Some(d.id) != exclude)
             .filter_map(|d| {
-                let norm = K1 * (1.0 - B + B * d.len as f64 / avgdl);
-                let score: f64 = weights
-                    .iter()
-                    .filter_map(|(t, idf)| {
-                        let tf = f64::from(*d.tf.get(*t)?);
-                        Some(idf * tf * (K1 + 1.0) / (tf + norm))
-                    })
-                    .sum();
-                (score > 0.0).then_some((score, d.id))
+                let score = scores[(d.seq - base) as usize];
+                (score > 0.0 && Some(d.id) != exclude).then_some((score, d.id))
             })
             .collect();
-        scored.sort_by(|a, b| match b.0.total_cmp(&a.0) {
+        let by_rank = |a: &(f64, Uuid), b: &(f64, Uuid)| match b.0.total_cmp(&a.0) {
             Ordering::Equal => a.1.cmp(&b.1),
             other => other,
-        });
-        scored.into_iter().take(limit).map(|(_, id)| id).collect()
+        };
+        if scored.len() > limit {
+            scored.select_nth_unstable_by(limit - 1, by_rank);
+            scored.truncate(limit);
+        }
+        scored.sort_by(by_rank);
+        scored.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Number of cases in the window.

@@ -1,0 +1,315 @@
+//! One conformance suite for every [`SnapshotStore`] implementation: each check takes a fresh,
+//! empty store. The embedded store runs it in this module's tests; other stores call
+//! [`run_all`] from their own tests.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{CaseQuery, Commit, IdempotencyRecord, SharedStore};
+use crate::case::lifecycle;
+use crate::domain::*;
+use crate::routing::ReviewRouting;
+
+fn classification() -> Classification {
+    Classification {
+        category: Category::Configuration,
+        subcategory: "ssl-certificates".into(),
+        priority: Priority::High,
+        confidence: 0.9,
+        estimated_complexity: Complexity::Simple,
+        resolution_path: ResolutionPath::SelfService,
+        suggested_resolution_path: ResolutionPath::SelfService,
+        reasoning: "test".into(),
+        tags: vec!["ssl".into()],
+        similar_cases: vec![],
+    }
+}
+
+/// A freshly created case at `at` and its creation events.
+pub fn new_case(at: DateTime<Utc>) -> (Case, Vec<Event>) {
+    let intake = Intake {
+        customer_id: customer_id_for_email("a@example.com"),
+        customer_email: "a@example.com".into(),
+        customer_name: "A".into(),
+        description: "certificate expired on our domain".into(),
+        severity: None,
+        product: None,
+        product_version: None,
+        environment: None,
+        channel: Channel::Webhook,
+        metadata: json!({}),
+    };
+    lifecycle::create(
+        CaseId::new(),
+        intake,
+        classification(),
+        &ReviewRouting::default(),
+        at,
+    )
+}
+
+/// Snapshots, reviews and events written by one commit are all readable afterwards.
+pub async fn commit_then_read(store: SharedStore) {
+    let now = Utc::now();
+    let (mut case, events) = new_case(now);
+    case.review = None;
+    let id = case.case_id;
+    store
+        .commit(Commit {
+            case: case.clone(),
+            events: events.clone(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.load_case(id).await.unwrap(), Some(case.clone()));
+    assert_eq!(store.load_case(CaseId::new()).await.unwrap(), None);
+    let outbox = store.outbox(None, 100).await.unwrap();
+    assert_eq!(outbox, events);
+
+    // A later snapshot replaces the earlier one and appends its events after the first ones.
+    let mut later = case.clone();
+    later.transition(CaseStatus::PendingReview, now, "test");
+    later.review = Some(Review {
+        review_id: ReviewId::new(),
+        case_id: id,
+        status: ReviewStatus::Pending,
+        room: "support-review".into(),
+        urgency: Urgency::Normal,
+        reason: "test".into(),
+        specialist_request: None,
+        additional_context: None,
+        created_at: now,
+        reviewer: None,
+        comments: None,
+        edited_solution: None,
+        edit_reason: None,
+        completed_at: None,
+    });
+    let more = vec![Event::new(
+        EventKind::CaseEscalated,
+        workflow::COLLABORATIVE,
+        now,
+        json!({"case_id": id}),
+    )];
+    store
+        .commit(Commit {
+            case: later.clone(),
+            events: more.clone(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.load_case(id).await.unwrap(), Some(later.clone()));
+    let review = later.review.clone().unwrap();
+    assert_eq!(
+        store.load_review(&review.review_id).await.unwrap(),
+        Some(review)
+    );
+    assert_eq!(store.load_review(&ReviewId::new()).await.unwrap(), None);
+    let all = store.outbox(None, 100).await.unwrap();
+    assert_eq!(all.len(), events.len() + 1);
+    assert_eq!(all.last(), more.last());
+    let after_first = store.outbox(Some(&events[0].msg_id), 100).await.unwrap();
+    assert_eq!(after_first.len(), all.len() - 1);
+    assert_eq!(store.outbox(None, 1).await.unwrap().len(), 1);
+}
+
+/// Idempotency keys resolve within their lifetime and can be purged.
+pub async fn idempotency_keys(store: SharedStore) {
+    let now = Utc::now();
+    let (case, events) = new_case(now);
+    let id = case.case_id;
+    store
+        .commit(Commit {
+            case,
+            events,
+            idempotency: Some(IdempotencyRecord {
+                key: "caller:key-1".into(),
+                case_id: id,
+                created_at: now,
+            }),
+        })
+        .await
+        .unwrap();
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(
+        store
+            .idempotent_case("caller:key-1", now - hour)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        store
+            .idempotent_case("caller:key-1", now + hour)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .idempotent_case("caller:key-2", now - hour)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.purge_idempotency(now - hour).await.unwrap(), 0);
+    assert_eq!(store.purge_idempotency(now + hour).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .idempotent_case("caller:key-1", now - hour)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Listing is newest first, filters by status and pages with a cursor without gaps.
+pub async fn list_newest_first(store: SharedStore) {
+    let start = Utc::now();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (mut case, events) = new_case(start + chrono::Duration::milliseconds(i));
+        if i % 2 == 0 {
+            case.status = CaseStatus::Closed;
+        }
+        ids.push((case.case_id, case.status));
+        store
+            .commit(Commit {
+                case,
+                events,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_cases(CaseQuery {
+                status: None,
+                limit: 3,
+                cursor: cursor.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(page.cases.len() <= 3);
+        seen.extend(page.cases.iter().map(|c| c.case_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    let closed = store
+        .list_cases(CaseQuery {
+            status: Some(CaseStatus::Closed),
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let want: Vec<CaseId> = ids
+        .iter()
+        .filter(|(_, s)| *s == CaseStatus::Closed)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        closed.cases.iter().map(|c| c.case_id).collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(closed.next_cursor, None);
+}
+
+/// Many concurrent commits all land (the group-commit path) and ping answers.
+pub async fn concurrent_commits(store: SharedStore) {
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (case, events) = new_case(Utc::now());
+            let id = case.case_id;
+            store
+                .commit(Commit {
+                    case,
+                    events,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+            id
+        }));
+    }
+    for task in tasks {
+        let id = task.await.unwrap();
+        assert!(store.load_case(id).await.unwrap().is_some());
+    }
+    assert_eq!(store.outbox(None, 1000).await.unwrap().len(), 64);
+    assert!(store.ping().await.unwrap() < Duration::from_secs(5));
+}
+
+/// Runs every check, each on a store from `fresh`.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = SharedStore>,
+{
+    commit_then_read(fresh().await).await;
+    idempotency_keys(fresh().await).await;
+    list_newest_first(fresh().await).await;
+    concurrent_commits(fresh().await).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{EmbeddedStore, SnapshotStore};
+
+    #[tokio::test]
+    async fn embedded_store_conforms() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        run_all(|| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = dir.path().join(format!("store-{n}"));
+            async move { EmbeddedStore::open(&path, true).unwrap() as SharedStore }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn embedded_store_survives_reopen() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = EmbeddedStore::open(dir.path(), true).unwrap();
+        let (case, events) = new_case(Utc::now());
+        let id = case.case_id;
+        store
+            .commit(Commit {
+                case: case.clone(),
+                events,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        assert!(store.load_case(id).await.is_ok());
+        assert!(
+            store
+                .commit(Commit {
+                    case: case.clone(),
+                    events: vec![],
+                    idempotency: None
+                })
+                .await
+                .is_err()
+        );
+        drop(store);
+        let reopened = EmbeddedStore::open(dir.path(), true).unwrap();
+        assert_eq!(reopened.load_case(id).await.unwrap(), Some(case));
+    }
+}
