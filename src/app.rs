@@ -103,6 +103,7 @@ impl Application {
         let c = &settings.cases;
         let supervision = SupervisorSettings {
             idle_timeout: c.idle_timeout,
+            sweep_interval: c.passivation_sweep,
             restart_budget: c.restart_budget,
             restart_window: c.restart_window,
             drain_timeout: settings.server.shutdown_timeout,

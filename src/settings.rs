@@ -119,6 +119,8 @@ pub struct RateLimitSettings {
 pub struct CaseSettings {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub passivation_sweep: Duration,
     pub shards: usize,
     pub restart_budget: usize,
     #[serde(with = "humantime_serde")]
@@ -290,6 +292,9 @@ impl Settings {
         }
         if self.cases.idle_timeout.is_zero() {
             return fail("cases.idle_timeout: must be positive".into());
+        }
+        if self.cases.passivation_sweep.is_zero() {
+            return fail("cases.passivation_sweep: must be positive".into());
         }
         self.reviews.validate().map_err(SettingsError)?;
         if self.uses_dev_secrets() && !self.auth.allow_dev_secrets {

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use casehub::{Application, Settings};
+use casehub_actors::clock::{SharedClock, SystemClock};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -100,9 +103,31 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 /// Starts the server on an existing data directory (restarts).
 pub async fn spawn_on(data_dir: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_on_clock(data_dir, tweak, Arc::new(SystemClock)).await
+}
+
+/// Starts the server with an injected clock.
+pub async fn spawn_app_with_clock(
+    tweak: impl FnOnce(&mut Settings),
+    clock: SharedClock,
+) -> TestApp {
+    let tmp = TempDir::new().expect("temp dir");
+    let dir = tmp.path().to_path_buf();
+    let mut app = spawn_on_clock(&dir, tweak, clock).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+async fn spawn_on_clock(
+    data_dir: &Path,
+    tweak: impl FnOnce(&mut Settings),
+    clock: SharedClock,
+) -> TestApp {
     let mut settings = test_settings(data_dir);
     tweak(&mut settings);
-    let app = Application::build(settings).await.expect("build app");
+    let app = Application::build_with_clock(settings, clock)
+        .await
+        .expect("build app");
     let port = app.port();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until(async move {
@@ -310,7 +335,10 @@ impl ServerProcess {
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         assert!(sent.success());
         self.child.wait().expect("wait").code()
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use casehub_actors::clock::ManualClock;
+
 use crate::harness::*;
 
 const SSL: &str = "Our SSL certificate expired and browsers show a certificate error.";
@@ -147,7 +149,15 @@ async fn fault_hook_is_off_by_default() {
 
 #[tokio::test]
 async fn idle_case_actors_passivate_and_rehydrate() {
-    let app = spawn_app_with(|s| s.cases.idle_timeout = Duration::from_millis(150)).await;
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = spawn_app_with_clock(
+        |s| {
+            s.cases.idle_timeout = Duration::from_secs(300);
+            s.cases.passivation_sweep = Duration::from_millis(10);
+        },
+        clock.clone(),
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(
@@ -173,12 +183,17 @@ async fn idle_case_actors_passivate_and_rehydrate() {
             r["kinds"]["case_actor"].clone()
         }
     };
+    // Nothing is idle yet by the injected clock, however long real time passes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(live(&app).await["live"], json!(4));
+    assert_eq!(live(&app).await["passivations"], json!(0));
+    clock.advance(Duration::from_secs(301));
     let stats = eventually(Duration::from_secs(5), || async {
         let s = live(&app).await;
         (s["live"] == json!(0)).then_some(s)
     })
     .await;
-    assert!(stats["passivations"].as_u64().unwrap() >= 4);
+    assert_eq!(stats["passivations"], json!(4));
     for id in &ids {
         assert_eq!(app.status(id).await["status"], json!("triaged"));
     }

@@ -27,8 +27,10 @@ use crate::domain::CaseId;
 /// Supervision limits of a shard.
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
-    /// Passivate a case actor after this long without messages.
+    /// Passivate a case actor after this long without messages (by the injected clock).
     pub idle_timeout: Duration,
+    /// How often idle actors are looked for (real time).
+    pub sweep_interval: Duration,
     /// Restarts of one case allowed within `restart_window`; past it the case answers
     /// `Unavailable` until the window has passed.
     pub restart_budget: usize,
@@ -99,8 +101,7 @@ impl Actor for CaseSupervisor {
         myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let period = (state.settings.idle_timeout / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let period = state.settings.sweep_interval.max(Duration::from_millis(5));
         state.sweeper = Some(myself.send_interval(period, || SupervisorMsg::Sweep));
         Ok(())
     }
