@@ -108,10 +108,15 @@ impl Application {
             restart_window: c.restart_window,
             drain_timeout: settings.server.shutdown_timeout,
         };
-        let cases =
-            CaseDirectory::start(ctx, supervision, c.shards, settings.server.request_timeout)
-                .await
-                .context("starting the case supervisors")?;
+        let cases = CaseDirectory::start(
+            ctx,
+            supervision,
+            c.shards,
+            settings.server.request_timeout,
+            c.max_in_flight,
+        )
+        .await
+        .context("starting the case supervisors")?;
         warm_similar_cases(&store, &cases, settings.triage.similar_cases_window).await;
         let limits = RateLimits::new(&settings.rate_limits);
         let listener = TcpListener::bind(addr)

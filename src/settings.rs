@@ -122,6 +122,7 @@ pub struct CaseSettings {
     #[serde(with = "humantime_serde")]
     pub passivation_sweep: Duration,
     pub shards: usize,
+    pub max_in_flight: usize,
     pub restart_budget: usize,
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
@@ -289,6 +290,9 @@ impl Settings {
         }
         if self.cases.shards == 0 || self.cases.shards > 1024 {
             return fail("cases.shards: must be between 1 and 1024".into());
+        }
+        if self.cases.max_in_flight == 0 {
+            return fail("cases.max_in_flight: must be at least 1".into());
         }
         if self.cases.idle_timeout.is_zero() {
             return fail("cases.idle_timeout: must be positive".into());

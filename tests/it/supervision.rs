@@ -200,3 +200,42 @@ async fn idle_case_actors_passivate_and_rehydrate() {
     assert!(live(&app).await["spawned"].as_u64().unwrap() >= 8);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn overload_is_refused_with_503_not_queued_without_bound() {
+    let app = spawn_app_with(|s| s.cases.max_in_flight = 1).await;
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let client = app.client.clone();
+        let url = format!("{}/webhook/support/intake", app.base);
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("X-API-Key", CLIENT_KEY)
+                .json(&intake_body(SSL))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => accepted.push(body["case_id"].as_str().unwrap().to_string()),
+            503 => {
+                assert_eq!(body["error"]["code"], json!("SERVICE_UNAVAILABLE"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!accepted.is_empty());
+    assert!(refused > 0, "24 concurrent intakes with room for one should refuse some");
+    for id in &accepted {
+        assert_eq!(app.status(id).await["case_id"], json!(id));
+    }
+    app.stop().await;
+}

@@ -16,11 +16,16 @@ use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
 use crate::domain::{Case, CaseId, Decision, Intake};
 
 /// Routes commands to case actors.
+///
+/// ractor mailboxes are unbounded, so the directory bounds the work in front of them: at most
+/// `max_in_flight` commands are queued or running across all cases; past that a command is
+/// refused at once with [`CaseError::Unavailable`] (503) instead of queueing without limit.
 #[derive(Clone)]
 pub struct CaseDirectory {
     shards: Arc<Vec<ActorRef<SupervisorMsg>>>,
     ctx: Arc<CaseContext>,
     call_timeout: Duration,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for CaseDirectory {
@@ -38,6 +43,7 @@ impl CaseDirectory {
         settings: SupervisorSettings,
         shards: usize,
         call_timeout: Duration,
+        max_in_flight: usize,
     ) -> Result<Self, ractor::SpawnErr> {
         let mut refs = Vec::with_capacity(shards.max(1));
         for _ in 0..shards.max(1) {
@@ -49,6 +55,7 @@ impl CaseDirectory {
             shards: Arc::new(refs),
             ctx,
             call_timeout,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
         })
     }
 
@@ -67,6 +74,9 @@ impl CaseDirectory {
         id: CaseId,
         build: impl FnOnce(CaseReply) -> CaseMsg,
     ) -> Result<Case, CaseError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(CaseError::Unavailable);
+        };
         let shard = self.shard(id);
         match shard
             .call(

@@ -1,7 +1,11 @@
 //! Tests of the built-in rules, the knowledge base and similar-case search.
 
+mod bench;
 mod classify;
+mod corpus;
+mod equivalence;
 mod knowledge;
+mod reference;
 mod similar;
 
 use std::sync::OnceLock;

@@ -165,4 +165,3 @@ impl PatternList {
 pub(crate) fn tagify(phrase: &str) -> String {
     phrase.split_whitespace().collect::<Vec<_>>().join("-")
 }
-

@@ -3,6 +3,8 @@
 //! reference only ever reads files that [`crate::triage::Triage::from_toml`] accepts).
 //! The scoring (`Rule::hit`, `Scoring::confidence`) is unchanged on purpose.
 
+mod classify;
+
 use serde::Deserialize;
 
 use super::text::{KeywordSet, PatternList, Prepared, tagify};
