@@ -78,13 +78,23 @@ impl Actor for CaseActor {
                 }
             }
         }
-        handle_loaded(&myself, msg, state).await;
+        if let Stored::Unknown = handle_loaded(&myself, msg, state).await {
+            // A failed write may still have landed (a lost reply): reload before the next command
+            // rather than build on a snapshot that might be stale.
+            state.case = None;
+        }
         ctx.stats.handled(started.elapsed());
         Ok(())
     }
 }
 
-async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut CaseState) {
+/// Whether the in-memory snapshot is known to match the store after a command.
+enum Stored {
+    Known,
+    Unknown,
+}
+
+async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut CaseState) -> Stored {
     let ctx = state.args.ctx.clone();
     let now = ctx.clock.now();
     let slot = state.case.get_or_insert(None);
@@ -98,7 +108,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
         if let Some(existing) = slot {
             // Only a repeated create reaches an existing case; answer with what exists.
             let _ = reply.send(Ok(existing.clone()));
-            return;
+            return Stored::Known;
         }
         let mut classification = ctx.triage.classify(&TriageInput {
             description: &intake.description,
@@ -132,9 +142,10 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
+                return Stored::Unknown;
             }
         }
-        return;
+        return Stored::Known;
     }
 
     let Some(current) = slot.as_ref() else {
@@ -143,7 +154,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             .args
             .supervisor
             .cast(SupervisorMsg::Vacant(state.args.case_id, myself.get_id()));
-        return;
+        return Stored::Known;
     };
 
     let mut work = current.clone();
@@ -151,28 +162,31 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
         CaseMsg::Create { .. } => unreachable!("handled above"),
         CaseMsg::Get { reply } => {
             let _ = reply.send(Ok(work));
-            return;
+            return Stored::Known;
         }
         CaseMsg::InjectPanic { reply } => {
             if ctx.fault_injection {
                 panic!("injected fault in case actor {}", state.args.case_id);
             }
             let _ = reply.send(Err(CaseError::NotFound));
-            return;
+            return Stored::Known;
         }
         CaseMsg::Finish => {
             let Some(effects) = lifecycle::finish(&mut work, &ctx.links, now) else {
-                return;
+                return Stored::Known;
             };
-            match persist(&ctx, work, effects.events, None).await {
-                Ok(case) => *slot = Some(case),
+            return match persist(&ctx, work, effects.events, None).await {
+                Ok(case) => {
+                    *slot = Some(case);
+                    Stored::Known
+                }
                 Err(e) => {
                     // Stay in executing/delivering and try again; rehydration also retries.
                     tracing::warn!(case_id = %state.args.case_id, error = %e, "finishing a case failed; retrying");
                     myself.send_after(FINISH_RETRY, || CaseMsg::Finish);
+                    Stored::Unknown
                 }
-            }
-            return;
+            };
         }
         CaseMsg::SelfService {
             customer_id,
@@ -181,7 +195,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
         } => {
             if work.customer_id != customer_id {
                 let _ = reply.send(Err(CaseError::NotFound));
-                return;
+                return Stored::Known;
             }
             let solution = ctx
                 .triage
@@ -203,7 +217,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
         CaseMsg::Collaborative { request, reply } => {
             if work.customer_id != request.customer_id {
                 let _ = reply.send(Err(CaseError::NotFound));
-                return;
+                return Stored::Known;
             }
             (
                 lifecycle::collaborative(&mut work, request, &ctx.routing, now),
@@ -216,7 +230,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
         Ok(effects) => effects,
         Err(e) => {
             let _ = reply.send(Err(e));
-            return;
+            return Stored::Known;
         }
     };
     match persist(&ctx, work, events, None).await {
@@ -226,9 +240,11 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             if finish {
                 let _ = myself.cast(CaseMsg::Finish);
             }
+            Stored::Known
         }
         Err(e) => {
             let _ = reply.send(Err(e));
+            Stored::Unknown
         }
     }
 }
