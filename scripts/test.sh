@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# (Later suites add redis-server, chromium here.)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -15,4 +15,7 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Everything on the embedded store (including the store conformance suite for both stores),
+# then the whole HTTP suite again with every test on its own private redis-server.
 cargo test --workspace --locked
+CASEHUB_TEST_STORE=redis cargo test --locked --test it

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use casehub_actors::bus::EventBus;
 use casehub_actors::case::{CaseContext, CaseDirectory, CaseStats, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
-use casehub_actors::store::{EmbeddedStore, SharedStore};
+use casehub_actors::store::{EmbeddedStore, RedisStore, SharedStore};
 use casehub_actors::triage::{SimilarCases, Triage};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -82,10 +82,7 @@ impl Application {
     /// Builds with an injected clock (tests).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let addr = settings.bind_addr()?;
-        let store: SharedStore =
-            EmbeddedStore::open(&settings.store.data_dir, settings.store.durable).with_context(
-                || format!("store.data_dir: {}", settings.store.data_dir.display()),
-            )?;
+        let store = open_store(&settings)?;
         let triage = Arc::new(load_triage(&settings)?);
         let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
         let auth = Auth::new(&settings);
@@ -190,6 +187,18 @@ impl Application {
         tracing::info!("casehub stopped");
         Ok(())
     }
+}
+
+/// The embedded store under `data_dir`, or Redis when `store.url` is set.
+fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+    let s = &settings.store;
+    if s.is_redis() {
+        let store = RedisStore::connect(&s.url, &s.key_prefix, s.timeout).context("store.url")?;
+        return Ok(Arc::new(store));
+    }
+    let store = EmbeddedStore::open(&s.data_dir, s.durable)
+        .with_context(|| format!("store.data_dir: {}", s.data_dir.display()))?;
+    Ok(store)
 }
 
 /// Seeds the similar-case index with the most recent cases.

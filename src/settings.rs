@@ -72,6 +72,15 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     pub key_prefix: String,
     pub durable: bool,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl StoreSettings {
+    /// True when `url` selects Redis.
+    pub fn is_redis(&self) -> bool {
+        !self.url.is_empty()
+    }
 }
 
 /// What an API key may do.
@@ -248,11 +257,8 @@ impl Settings {
                 self.store.url
             ));
         }
-        if !self.store.url.is_empty() {
-            return fail(
-                "store.url: the Redis store is not available in this build; leave store.url empty"
-                    .into(),
-            );
+        if self.store.timeout.is_zero() {
+            return fail("store.timeout: must be positive".into());
         }
         if self.auth.api_keys.is_empty() {
             return fail("auth.api_keys: at least one key is required".into());

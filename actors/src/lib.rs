@@ -15,4 +15,6 @@ pub mod domain;
 pub mod links;
 pub mod routing;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod triage;

@@ -18,6 +18,8 @@ const STORE_SLOW_MS: u128 = 500;
 
 /// `GET` / `HEAD /api/health` — 200 healthy or degraded, 503 unhealthy. No credentials.
 pub async fn health(State(state): State<AppState>) -> Response {
+    let redis = state.settings.store.is_redis();
+    let kind = if redis { "redis" } else { "embedded" };
     let (store_check, store_status) = match state.store.ping().await {
         Ok(latency) => {
             let ms = latency.as_millis();
@@ -26,18 +28,22 @@ pub async fn health(State(state): State<AppState>) -> Response {
             } else {
                 "healthy"
             };
-            (
-                json!({"status": status, "latencyMs": ms, "kind": "embedded"}),
-                status,
-            )
+            let mut check = json!({"status": status, "latencyMs": ms, "kind": kind});
+            if status == "degraded" {
+                check["detail"] = json!("Slow response time");
+            }
+            (check, status)
         }
         Err(e) => {
             tracing::warn!(error = %e, "health: store check failed");
-            (
-                json!({"status": "unhealthy", "detail": "store unreachable"}),
-                "unhealthy",
-            )
+            let check = json!({"status": "unhealthy", "kind": kind, "detail": "store unreachable"});
+            (check, "unhealthy")
         }
+    };
+    let redis_check = if redis {
+        store_check.clone()
+    } else {
+        json!({"status": "not_configured"})
     };
     let actors = state.cases.stats();
     let overall = match store_status {
@@ -51,7 +57,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "uptime": state.started.elapsed().as_secs_f64(),
         "checks": {
             "store": store_check,
-            "redis": {"status": "not_configured"},
+            "redis": redis_check,
             "actors": {
                 "status": "healthy",
                 "case_actors_live": actors.live,

@@ -1,6 +1,5 @@
 //! `spawn_app()` and request helpers shared by every test module.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -8,6 +7,7 @@ use std::sync::Arc;
 
 use casehub::{Application, Settings};
 use casehub_actors::clock::{SharedClock, SystemClock};
+use casehub_actors::testing::RedisServer;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,12 +18,65 @@ use tokio::task::JoinHandle;
 pub const CLIENT_KEY: &str = "dev-client-key";
 pub const ADMIN_KEY: &str = "dev-admin-key";
 
-/// A running server on its own port and data directory.
+/// Where a test's state lives: a temporary embedded store, or a private `redis-server` with a
+/// key prefix of its own. `CASEHUB_TEST_STORE=redis` selects Redis for the whole suite.
+pub enum TestStore {
+    Embedded(TempDir),
+    Redis { server: RedisServer, prefix: String },
+}
+
+impl TestStore {
+    /// A fresh store of the kind the suite runs against.
+    pub fn new() -> TestStore {
+        if std::env::var("CASEHUB_TEST_STORE").is_ok_and(|v| v == "redis") {
+            let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+            TestStore::Redis {
+                server: RedisServer::start(),
+                prefix,
+            }
+        } else {
+            TestStore::Embedded(TempDir::new().expect("temp dir"))
+        }
+    }
+
+    /// Points `settings` at this store.
+    pub fn apply(&self, settings: &mut Settings) {
+        match self {
+            TestStore::Embedded(dir) => settings.store.data_dir = dir.path().to_path_buf(),
+            TestStore::Redis { server, prefix } => {
+                settings.store.url = server.url();
+                settings.store.key_prefix = prefix.clone();
+            }
+        }
+    }
+
+    /// The same, as environment variables for the binary.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            TestStore::Embedded(dir) => {
+                vec![("CASEHUB__STORE__DATA_DIR", dir.path().display().to_string())]
+            }
+            TestStore::Redis { server, prefix } => vec![
+                ("CASEHUB__STORE__URL", server.url()),
+                ("CASEHUB__STORE__KEY_PREFIX", prefix.clone()),
+            ],
+        }
+    }
+
+    /// The Redis server behind this store, if any.
+    pub fn redis(&mut self) -> Option<&mut RedisServer> {
+        match self {
+            TestStore::Redis { server, .. } => Some(server),
+            TestStore::Embedded(_) => None,
+        }
+    }
+}
+
+/// A running server on its own port and store.
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub data_dir: PathBuf,
-    _tmp: Option<TempDir>,
+    _store: Option<TestStore>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -71,11 +124,10 @@ impl Reply {
     }
 }
 
-/// Settings for a test: port 0, a fresh data dir, limits out of the way.
-pub fn test_settings(data_dir: &Path) -> Settings {
+/// Settings for a test: port 0, limits out of the way.
+pub fn test_settings() -> Settings {
     let mut s = Settings::defaults();
     s.server.bind = "127.0.0.1:0".into();
-    s.store.data_dir = data_dir.to_path_buf();
     s.rate_limits.intake = 100_000;
     s.rate_limits.self_service = 100_000;
     s.rate_limits.approve = 100_000;
@@ -94,16 +146,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server after `tweak` adjusts the settings.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let tmp = TempDir::new().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut app = spawn_on(&dir, tweak).await;
-    app._tmp = Some(tmp);
-    app
+    spawn_app_with_clock(tweak, Arc::new(SystemClock)).await
 }
 
-/// Starts the server on an existing data directory (restarts).
-pub async fn spawn_on(data_dir: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_on_clock(data_dir, tweak, Arc::new(SystemClock)).await
+/// Starts the server on an existing store (restarts).
+pub async fn spawn_on(store: &TestStore, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_on_clock(store, tweak, Arc::new(SystemClock)).await
 }
 
 /// Starts the server with an injected clock.
@@ -111,19 +159,19 @@ pub async fn spawn_app_with_clock(
     tweak: impl FnOnce(&mut Settings),
     clock: SharedClock,
 ) -> TestApp {
-    let tmp = TempDir::new().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut app = spawn_on_clock(&dir, tweak, clock).await;
-    app._tmp = Some(tmp);
+    let store = TestStore::new();
+    let mut app = spawn_on_clock(&store, tweak, clock).await;
+    app._store = Some(store);
     app
 }
 
 async fn spawn_on_clock(
-    data_dir: &Path,
+    store: &TestStore,
     tweak: impl FnOnce(&mut Settings),
     clock: SharedClock,
 ) -> TestApp {
-    let mut settings = test_settings(data_dir);
+    let mut settings = test_settings();
+    store.apply(&mut settings);
     tweak(&mut settings);
     let app = Application::build_with_clock(settings, clock)
         .await
@@ -136,8 +184,7 @@ async fn spawn_on_clock(
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
-        data_dir: data_dir.to_path_buf(),
-        _tmp: None,
+        _store: None,
         shutdown: Some(tx),
         handle: Some(handle),
     }
@@ -292,8 +339,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the binary on a free port with `data_dir`.
-    pub async fn start(data_dir: &Path) -> ServerProcess {
+    /// Starts the binary on a free port with `store`.
+    pub async fn start(store: &TestStore) -> ServerProcess {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().unwrap().port()
@@ -301,7 +348,7 @@ impl ServerProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_casehub"))
             .env("CASEHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("CASEHUB__SERVER__PUBLIC_URL", "http://casehub.test")
-            .env("CASEHUB__STORE__DATA_DIR", data_dir)
+            .envs(store.env())
             .env("CASEHUB__RATE_LIMITS__ENABLED", "false")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -348,8 +395,7 @@ impl ServerProcess {
         TestApp {
             base: self.base.clone(),
             client: reqwest::Client::new(),
-            data_dir: PathBuf::new(),
-            _tmp: None,
+            _store: None,
             shutdown: None,
             handle: None,
         }

@@ -109,7 +109,7 @@ async fn reviewer_tokens_act_on_their_rooms_only() {
         .await
         .ok();
     let review_id = review["review_id"].as_str().unwrap();
-    let settings = test_settings(&app.data_dir);
+    let settings = test_settings();
     let auth = casehub::auth::Auth::new(&settings);
     let hour = std::time::Duration::from_secs(3600);
     let elsewhere = auth.mint_reviewer("eve@company.com", &["billing-review".into()], hour);

@@ -43,12 +43,12 @@ async fn cases_in_several_states(app: &TestApp) -> Vec<(String, Value, usize)> {
 
 #[tokio::test]
 async fn cases_survive_a_clean_restart() {
-    let tmp = tempfile::TempDir::new().unwrap();
-    let app = spawn_on(tmp.path(), |_| {}).await;
+    let store = TestStore::new();
+    let app = spawn_on(&store, |_| {}).await;
     let before = cases_in_several_states(&app).await;
     let events_before = app.events().await.len();
     app.stop().await;
-    let app = spawn_on(tmp.path(), |_| {}).await;
+    let app = spawn_on(&store, |_| {}).await;
     for (id, status, history) in &before {
         let view = app.status(id).await;
         assert_eq!(&view["status"], status);
@@ -60,12 +60,12 @@ async fn cases_survive_a_clean_restart() {
 
 #[tokio::test]
 async fn cases_survive_kill_9() {
-    let tmp = tempfile::TempDir::new().unwrap();
-    let server = ServerProcess::start(tmp.path()).await;
+    let store = TestStore::new();
+    let server = ServerProcess::start(&store).await;
     let before = cases_in_several_states(&server.client()).await;
     let events_before = server.client().events().await.len();
     server.kill9();
-    let server = ServerProcess::start(tmp.path()).await;
+    let server = ServerProcess::start(&store).await;
     let app = server.client();
     for (id, status, history) in &before {
         let view = app.status(id).await;
@@ -79,11 +79,11 @@ async fn cases_survive_kill_9() {
 
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_keeps_everything() {
-    let tmp = tempfile::TempDir::new().unwrap();
-    let server = ServerProcess::start(tmp.path()).await;
+    let store = TestStore::new();
+    let server = ServerProcess::start(&store).await;
     let before = cases_in_several_states(&server.client()).await;
     assert_eq!(server.terminate(), Some(0));
-    let server = ServerProcess::start(tmp.path()).await;
+    let server = ServerProcess::start(&store).await;
     let app = server.client();
     for (id, status, _) in &before {
         assert_eq!(&app.status(id).await["status"], status);
@@ -233,7 +233,10 @@ async fn overload_is_refused_with_503_not_queued_without_bound() {
         }
     }
     assert!(!accepted.is_empty());
-    assert!(refused > 0, "24 concurrent intakes with room for one should refuse some");
+    assert!(
+        refused > 0,
+        "24 concurrent intakes with room for one should refuse some"
+    );
     for id in &accepted {
         assert_eq!(app.status(id).await["case_id"], json!(id));
     }

@@ -283,6 +283,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redis_store_conforms() {
+        let server = crate::testing::RedisServer::start();
+        let counter = std::sync::atomic::AtomicUsize::new(0);
+        run_all(|| {
+            // One server, a fresh key prefix per check.
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let store = crate::store::RedisStore::connect(
+                &server.url(),
+                &format!("conformance-{n}:"),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+            async move { std::sync::Arc::new(store) as SharedStore }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redis_outage_is_unavailable_then_recovers() {
+        let mut server = crate::testing::RedisServer::start();
+        let store =
+            crate::store::RedisStore::connect(&server.url(), "outage:", Duration::from_millis(500))
+                .unwrap();
+        let (case, events) = new_case(Utc::now());
+        let id = case.case_id;
+        store
+            .commit(Commit {
+                case: case.clone(),
+                events,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        server.stop();
+        let started = std::time::Instant::now();
+        match store.load_case(id).await {
+            Err(crate::store::StoreError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        server.restart();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.load_case(id).await {
+                Ok(found) => {
+                    // appendfsync always: the acknowledged commit survived the kill.
+                    assert_eq!(found, Some(case));
+                    break;
+                }
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("redis store did not recover: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn embedded_store_survives_reopen() {
         let dir = tempfile::TempDir::new().unwrap();
         let store = EmbeddedStore::open(dir.path(), true).unwrap();

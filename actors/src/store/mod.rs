@@ -7,7 +7,9 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod embedded;
+mod redis;
 
+pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 
 use std::sync::Arc;
@@ -108,7 +110,7 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
 pub type SharedStore = Arc<dyn SnapshotStore>;
 
 /// Cursor encoding shared by the implementations: `<created micros>.<case id simple hex>`.
-pub(crate) fn encode_cursor(created_us: u64, id: CaseId) -> String {
+pub fn encode_cursor(created_us: u64, id: CaseId) -> String {
     format!("{created_us}.{}", id.0.simple())
 }
 

@@ -1,0 +1,305 @@
+//! The Redis store (also Valkey): every key under a configurable prefix.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{p}case:{id}` | string | case snapshot (JSON) |
+//! | `{p}cases` | sorted set, lex | `{created micros, 20 digits}.{id}`: the listing index |
+//! | `{p}review:{id}` | string | review (JSON) |
+//! | `{p}idem:{key}` | string | `{case id}|{created millis}` |
+//! | `{p}idem_index` | sorted set | idempotency keys by creation millis, for purging |
+//! | `{p}outbox` | sorted set, lex | message ids (ULIDs sort by creation) |
+//! | `{p}events` | hash | message id → event (JSON) |
+//!
+//! A commit is one `MULTI`/`EXEC`, so a snapshot and the events it caused land together or not at
+//! all. Every operation has a deadline: while Redis is unreachable callers get
+//! [`StoreError::Unavailable`] promptly (the edge answers 503), and the connection manager
+//! reconnects by itself when Redis is back.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError};
+
+use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor};
+use crate::domain::{Case, CaseId, Event, Review, ReviewId};
+
+/// Listing scans the index in batches of this many entries.
+const LIST_BATCH: isize = 200;
+
+/// The Redis-backed store. Cheap to share in an `Arc`.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// The listing-index member of a case: zero-padded creation micros, so lex order is time order.
+fn index_member(created_us: u64, id: CaseId) -> String {
+    format!("{created_us:020}.{}", id.0.simple())
+}
+
+fn created_us(t: DateTime<Utc>) -> u64 {
+    t.timestamp_micros().max(0) as u64
+}
+
+impl RedisStore {
+    /// Connects lazily to `url` (`redis://host:port/db`); the first operation (or a ping) dials.
+    /// `timeout` bounds every operation, including reconnect attempts.
+    pub fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("store.url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            timeout,
+        })
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// Runs `op` on a connection with the store's deadline.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
+            Ok(result) => result.map_err(map_err),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for RedisStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let case = &commit.case;
+        let id = case.case_id;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.set(self.key(&format!("case:{id}")), encode(case)?)
+            .ignore();
+        pipe.zadd(
+            self.key("cases"),
+            index_member(created_us(case.created_at), id),
+            0,
+        )
+        .ignore();
+        if let Some(review) = &case.review {
+            pipe.set(
+                self.key(&format!("review:{}", review.review_id)),
+                encode(review)?,
+            )
+            .ignore();
+        }
+        if let Some(rec) = &commit.idempotency {
+            let at = rec.created_at.timestamp_millis();
+            pipe.set(
+                self.key(&format!("idem:{}", rec.key)),
+                format!("{}|{at}", rec.case_id),
+            )
+            .ignore();
+            pipe.zadd(self.key("idem_index"), &rec.key, at).ignore();
+        }
+        for event in &commit.events {
+            pipe.zadd(self.key("outbox"), &event.msg_id, 0).ignore();
+            pipe.hset(self.key("events"), &event.msg_id, encode(event)?)
+                .ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        let key = self.key(&format!("case:{id}"));
+        let raw: Option<Vec<u8>> = self.run(|mut c| async move { c.get(key).await }).await?;
+        raw.map(|r| decode(&r)).transpose()
+    }
+
+    async fn load_review(&self, id: &ReviewId) -> Result<Option<Review>, StoreError> {
+        let key = self.key(&format!("review:{id}"));
+        let raw: Option<Vec<u8>> = self.run(|mut c| async move { c.get(key).await }).await?;
+        raw.map(|r| decode(&r)).transpose()
+    }
+
+    async fn idempotent_case(
+        &self,
+        key: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<CaseId>, StoreError> {
+        let key = self.key(&format!("idem:{key}"));
+        let raw: Option<String> = self.run(|mut c| async move { c.get(key).await }).await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let (id, at) = raw
+            .split_once('|')
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record {raw:?}")))?;
+        let at: i64 = at
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("idempotency record {raw:?}")))?;
+        let id = CaseId::parse(id)
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record {raw:?}")))?;
+        Ok((at >= not_before.timestamp_millis()).then_some(id))
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let index = self.key("idem_index");
+        let cutoff = before.timestamp_millis();
+        let expired: Vec<String> = self
+            .run(|mut c| {
+                let index = index.clone();
+                async move { c.zrangebyscore(index, "-inf", format!("({cutoff}")).await }
+            })
+            .await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &expired {
+            pipe.del(self.key(&format!("idem:{key}"))).ignore();
+        }
+        pipe.zrem(index, &expired).ignore();
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        Ok(expired.len())
+    }
+
+    async fn list_cases(&self, query: CaseQuery) -> Result<CasePage, StoreError> {
+        let limit = query.limit.max(1);
+        let mut upper = match query.cursor.as_deref().and_then(decode_cursor) {
+            Some((us, id)) => format!("({}", index_member(us, id)),
+            None => "+".to_string(),
+        };
+        let index = self.key("cases");
+        let mut page = CasePage::default();
+        loop {
+            let members: Vec<String> = self
+                .run(|mut c| {
+                    let (index, upper) = (index.clone(), upper.clone());
+                    async move {
+                        redis::cmd("ZREVRANGEBYLEX")
+                            .arg(index)
+                            .arg(upper)
+                            .arg("-")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(LIST_BATCH)
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            let Some(last) = members.last() else {
+                return Ok(page);
+            };
+            upper = format!("({last}");
+            let keys: Vec<String> = members
+                .iter()
+                .filter_map(|m| m.split_once('.'))
+                .filter_map(|(_, id)| uuid::Uuid::try_parse(id).ok())
+                .map(|id| self.key(&format!("case:{id}")))
+                .collect();
+            let raws: Vec<Option<Vec<u8>>> = self
+                .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+                .await?;
+            for raw in raws.into_iter().flatten() {
+                let case: Case = decode(&raw)?;
+                if query.status.is_some_and(|s| s != case.status) {
+                    continue;
+                }
+                if page.cases.len() == limit {
+                    let last = page
+                        .cases
+                        .last()
+                        .map(|c| (created_us(c.created_at), c.case_id));
+                    page.next_cursor = last.map(|(us, id)| super::encode_cursor(us, id));
+                    return Ok(page);
+                }
+                page.cases.push(case);
+            }
+            if members.len() < LIST_BATCH as usize {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let lower = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
+        let index = self.key("outbox");
+        let ids: Vec<String> = self
+            .run(|mut c| async move {
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(index)
+                    .arg(lower)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = self.key("events");
+        let raws: Vec<Option<Vec<u8>>> = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(events)
+                    .arg(ids)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        raws.into_iter().flatten().map(|r| decode(&r)).collect()
+    }
+
+    async fn ping(&self) -> Result<Duration, StoreError> {
+        let started = Instant::now();
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await?;
+        Ok(started.elapsed())
+    }
+
+    async fn close(&self) {}
+}
