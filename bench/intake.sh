@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Intake benchmark: wrk against POST /webhook/support/intake on casehub (embedded store,
-# durability on, rate limits off) and, in the same run, against the minimal axum JSON echo
-# baseline. Prints req/s, p50 and p99 for both and the ratio.
+# Intake benchmark: wrk against POST /webhook/support/intake on casehub with the embedded store
+# (durability on) and with the Redis store (a private redis-server, AOF with appendfsync always),
+# rate limits off, and in the same run against the minimal axum JSON echo baseline.
+# Prints req/s, p50 and p99 for each and the ratios to the baseline.
 # Usage: bench/intake.sh [connections=64] [duration=20s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,18 +10,30 @@ CONNS=${1:-64}
 DURATION=${2:-20s}
 THREADS=${THREADS:-2}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 cargo build --release --locked -p casehub -p casehub-bench >/dev/null
 
 DATA=$(mktemp -d)
 ECHO_ADDR=127.0.0.1:18081
 HUB_ADDR=127.0.0.1:18080
-cleanup() { kill "${ECHO_PID:-}" "${HUB_PID:-}" 2>/dev/null || true; rm -rf "$DATA"; }
+REDIS_HUB_ADDR=127.0.0.1:18082
+REDIS_PORT=16399
+cleanup() {
+  kill "${ECHO_PID:-}" "${HUB_PID:-}" "${REDIS_HUB_PID:-}" "${REDIS_PID:-}" 2>/dev/null || true
+  rm -rf "$DATA"
+}
 trap cleanup EXIT
 
 target/release/echo-baseline "$ECHO_ADDR" & ECHO_PID=$!
-CASEHUB__SERVER__BIND=$HUB_ADDR CASEHUB__STORE__DATA_DIR=$DATA CASEHUB__STORE__DURABLE=true \
+CASEHUB__SERVER__BIND=$HUB_ADDR CASEHUB__STORE__DATA_DIR=$DATA/embedded CASEHUB__STORE__DURABLE=true \
 CASEHUB__RATE_LIMITS__ENABLED=false RUST_LOG=warn target/release/casehub & HUB_PID=$!
-for addr in $ECHO_ADDR $HUB_ADDR; do
+mkdir -p "$DATA/redis"
+redis-server --bind 127.0.0.1 --port $REDIS_PORT --dir "$DATA/redis" --save "" \
+  --appendonly yes --appendfsync always --logfile "" >/dev/null & REDIS_PID=$!
+sleep 0.5
+CASEHUB__SERVER__BIND=$REDIS_HUB_ADDR CASEHUB__STORE__URL=redis://127.0.0.1:$REDIS_PORT/0 \
+CASEHUB__RATE_LIMITS__ENABLED=false RUST_LOG=warn target/release/casehub & REDIS_HUB_PID=$!
+for addr in $ECHO_ADDR $HUB_ADDR $REDIS_HUB_ADDR; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://$addr/" && break; sleep 0.1; done
 done
 
@@ -38,7 +51,8 @@ run() { # name addr -> "rps p50_ms p99_ms"
 
 echo "connections=$CONNS duration=$DURATION threads=$THREADS"
 BASE=$(run echo-baseline $ECHO_ADDR); echo "$BASE"
-HUB=$(run casehub-intake $HUB_ADDR); echo "$HUB"
-b=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$BASE")
-h=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$HUB")
-awk -v h="$h" -v b="$b" 'BEGIN { printf "ratio casehub/echo = %.2f\n", h/b }'
+HUB=$(run casehub-embedded $HUB_ADDR); echo "$HUB"
+RHUB=$(run casehub-redis $REDIS_HUB_ADDR); echo "$RHUB"
+rps() { sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$1"; }
+awk -v h="$(rps "$HUB")" -v r="$(rps "$RHUB")" -v b="$(rps "$BASE")" \
+  'BEGIN { printf "ratio embedded/echo = %.3f\nratio redis/echo = %.3f\n", h/b, r/b }'

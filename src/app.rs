@@ -12,9 +12,10 @@ use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use casehub_actors::bus::EventBus;
-use casehub_actors::case::{CaseContext, CaseDirectory, CaseStats, SupervisorSettings};
+use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
-use casehub_actors::store::{EmbeddedStore, RedisStore, SharedStore};
+use casehub_actors::store::{EmbeddedStore, MeteredStore, RedisStore, SharedStore};
+use casehub_actors::telemetry::Telemetry;
 use casehub_actors::triage::{SimilarCases, Triage};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -26,6 +27,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::limits::RateLimits;
+use crate::metrics::HttpMetrics;
 use crate::settings::Settings;
 use crate::state::{AppState, Inner};
 
@@ -36,6 +38,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -82,7 +85,8 @@ impl Application {
     /// Builds with an injected clock (tests).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let addr = settings.bind_addr()?;
-        let store = open_store(&settings)?;
+        let telemetry = Arc::new(Telemetry::new());
+        let store = MeteredStore::wrap(open_store(&settings)?, telemetry.clone());
         let triage = Arc::new(load_triage(&settings)?);
         let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
         let auth = Auth::new(&settings);
@@ -94,7 +98,9 @@ impl Application {
             links: auth.links.clone(),
             routing: settings.reviews.clone(),
             bus: EventBus::new(),
-            stats: Arc::new(CaseStats::default()),
+            telemetry: telemetry.clone(),
+            metrics: telemetry.actor("case_actor"),
+            supervisor_metrics: telemetry.actor("case_supervisor"),
             fault_injection: settings.testing.fault_injection,
         });
         let c = &settings.cases;
@@ -119,16 +125,20 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("server.bind: cannot listen on {addr}"))?;
+        let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let http_metrics = HttpMetrics::register(&telemetry);
         let state = AppState::new(Inner {
             settings,
             cases,
             store,
             auth,
             limits,
+            telemetry,
+            shutdown,
             started: Instant::now(),
             idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
         });
-        let router = crate::routes::router(state.clone())
+        let router = crate::routes::router(state.clone(), http_metrics)
             .layer(CatchPanicLayer::custom(|_| {
                 tracing::error!("a request handler panicked");
                 ApiError::internal().into_response()
@@ -147,6 +157,7 @@ impl Application {
             listener,
             router,
             state,
+            shutdown_tx,
         })
     }
 
@@ -175,6 +186,12 @@ impl Application {
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.listener.local_addr()?, "casehub listening");
+        let shutdown_tx = self.shutdown_tx;
+        let shutdown = async move {
+            shutdown.await;
+            // Streams and sockets end first, so in-flight requests can drain.
+            let _ = shutdown_tx.send(true);
+        };
         axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await

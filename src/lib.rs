@@ -15,6 +15,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod settings;
 pub mod state;

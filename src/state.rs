@@ -10,6 +10,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Extensions;
 use casehub_actors::case::CaseDirectory;
 use casehub_actors::store::SharedStore;
+use casehub_actors::telemetry::Telemetry;
 
 use crate::auth::Auth;
 use crate::limits::RateLimits;
@@ -26,6 +27,9 @@ pub struct Inner {
     pub store: SharedStore,
     pub auth: Auth,
     pub limits: Arc<RateLimits>,
+    pub telemetry: Arc<Telemetry>,
+    /// Turns true when shutdown starts; long-lived streams end on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub started: Instant,
     /// Serialises concurrent intakes that carry the same idempotency key (per key).
     pub idempotency_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

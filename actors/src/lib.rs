@@ -15,6 +15,7 @@ pub mod domain;
 pub mod links;
 pub mod routing;
 pub mod store;
+pub mod telemetry;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod triage;

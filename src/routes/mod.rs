@@ -13,6 +13,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use crate::error::ApiError;
 use crate::limits::{Group, enforce};
+use crate::metrics::HttpMetrics;
 use crate::state::AppState;
 
 /// Wraps a route in its rate-limit group.
@@ -25,7 +26,7 @@ fn limited(
 }
 
 /// Every route casehub serves.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
     let s = &state;
     Router::new()
         .route(
@@ -65,7 +66,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(ops::events))
         .route("/api/health", get(ops::health))
         .route("/ops/actors", get(ops::actors))
+        .route("/ops/stream", get(ops::stream))
+        .route("/metrics", get(ops::metrics))
         .route("/ops/faults/cases/{case_id}/panic", post(ops::inject_panic))
+        .route_layer(from_fn_with_state(http_metrics, crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,12 +1,18 @@
 //! Operations: health (seed 001's shape), the actor snapshot, the event outbox and the
 //! test-only fault hook.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use casehub_actors::domain::rfc3339;
+use futures::Stream;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::support::parse_case_id;
 use crate::error::{ApiError, ApiResult};
@@ -45,7 +51,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     } else {
         json!({"status": "not_configured"})
     };
-    let actors = state.cases.stats();
+    let actors = state.telemetry.actor("case_actor").snapshot();
     let overall = match store_status {
         "unhealthy" => "unhealthy",
         "degraded" => "degraded",
@@ -60,8 +66,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
             "redis": redis_check,
             "actors": {
                 "status": "healthy",
-                "case_actors_live": actors.live,
-                "restarts": actors.restarts,
+                "case_actors_live": actors["live"],
+                "restarts": actors["restarts"],
                 "shards": state.cases.shard_count(),
             },
         },
@@ -75,6 +81,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// The actor snapshot shared by `/ops/actors` and the stream.
+fn actor_snapshot(state: &AppState) -> Value {
+    json!({
+        "timestamp": rfc3339(chrono::Utc::now()),
+        "kinds": state.telemetry.snapshot(),
+    })
+}
+
 /// `GET /ops/actors` — admin; a JSON snapshot of the actor system per kind.
 pub async fn actors(
     State(state): State<AppState>,
@@ -82,14 +96,60 @@ pub async fn actors(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     state.auth.require_admin(&headers, ip)?;
-    let cases = state.cases.stats();
-    Ok(Json(json!({
-        "timestamp": rfc3339(chrono::Utc::now()),
-        "kinds": {
-            "case_supervisor": {"live": state.cases.shard_count()},
-            "case_actor": cases,
+    Ok(Json(actor_snapshot(&state)))
+}
+
+/// `GET /metrics` — admin; Prometheus text format.
+pub async fn metrics(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state.auth.require_admin(&headers, ip)?;
+    let body = state.telemetry.encode();
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /ops/stream` — admin; Server-Sent Events: `snapshot` every second and `lifecycle`
+/// events as they happen. Ends when the server shuts down.
+pub async fn stream(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    state.auth.require_admin(&headers, ip)?;
+    let lifecycle = state.telemetry.lifecycle();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let shutdown = state.shutdown.clone();
+    let events = futures::stream::unfold(
+        (state, lifecycle, tick, shutdown),
+        |(state, mut lifecycle, mut tick, mut shutdown)| async move {
+            let event = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = tick.tick() => SseEvent::default()
+                    .event("snapshot")
+                    .data(actor_snapshot(&state).to_string()),
+                received = lifecycle.recv() => match received {
+                    Ok(e) => SseEvent::default()
+                        .event("lifecycle")
+                        .data(serde_json::to_string(&e).unwrap_or_default()),
+                    // A reader too slow for the lifecycle rate skips ahead; say so.
+                    Err(RecvError::Lagged(n)) => SseEvent::default().comment(format!("lagged {n}")),
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok(event), (state, lifecycle, tick, shutdown)))
         },
-    })))
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// `GET /v1/events?after=msg_…&limit=…` — admin; the durable event outbox in recording order.

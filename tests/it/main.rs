@@ -6,5 +6,6 @@ mod crash;
 mod errors;
 mod harness;
 mod lifecycle;
+mod ops;
 mod security;
 mod supervision;

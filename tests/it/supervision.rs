@@ -197,7 +197,7 @@ async fn idle_case_actors_passivate_and_rehydrate() {
     for id in &ids {
         assert_eq!(app.status(id).await["status"], json!("triaged"));
     }
-    assert!(live(&app).await["spawned"].as_u64().unwrap() >= 8);
+    assert!(live(&app).await["spawns"].as_u64().unwrap() >= 8);
     app.stop().await;
 }
 

@@ -60,7 +60,6 @@ impl Actor for CaseActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         let ctx = state.args.ctx.clone();
-        ctx.stats.message();
         if state.case.is_none() {
             match ctx.store.load_case(state.args.case_id).await {
                 Ok(loaded) => {
@@ -74,6 +73,7 @@ impl Actor for CaseActor {
                 }
                 Err(e) => {
                     msg.fail(e.into());
+                    ctx.metrics.handled(started.elapsed());
                     return Ok(());
                 }
             }
@@ -83,7 +83,7 @@ impl Actor for CaseActor {
             // rather than build on a snapshot that might be stale.
             state.case = None;
         }
-        ctx.stats.handled(started.elapsed());
+        ctx.metrics.handled(started.elapsed());
         Ok(())
     }
 }
@@ -134,7 +134,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             created_at: now,
         });
         let description = case.description.clone();
-        match persist(&ctx, case, events, idempotency).await {
+        match persist(&ctx, case, events, idempotency, 0).await {
             Ok(case) => {
                 ctx.similar.record(case.case_id.0, &description);
                 *slot = Some(case.clone());
@@ -158,6 +158,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
     };
 
     let mut work = current.clone();
+    let before = work.history.len();
     let (outcome, reply) = match msg {
         CaseMsg::Create { .. } => unreachable!("handled above"),
         CaseMsg::Get { reply } => {
@@ -175,7 +176,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             let Some(effects) = lifecycle::finish(&mut work, &ctx.links, now) else {
                 return Stored::Known;
             };
-            return match persist(&ctx, work, effects.events, None).await {
+            return match persist(&ctx, work, effects.events, None, before).await {
                 Ok(case) => {
                     *slot = Some(case);
                     Stored::Known
@@ -233,7 +234,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             return Stored::Known;
         }
     };
-    match persist(&ctx, work, events, None).await {
+    match persist(&ctx, work, events, None, before).await {
         Ok(case) => {
             *slot = Some(case.clone());
             let _ = reply.send(Ok(case));
@@ -255,6 +256,7 @@ async fn persist(
     mut case: Case,
     events: Vec<crate::domain::Event>,
     idempotency: Option<IdempotencyRecord>,
+    history_before: usize,
 ) -> Result<Case, CaseError> {
     case.version += 1;
     let commit = Commit {
@@ -263,6 +265,10 @@ async fn persist(
         idempotency,
     };
     ctx.store.commit(commit.clone()).await?;
+    ctx.telemetry.events_recorded(&commit.events);
+    for entry in commit.case.history.iter().skip(history_before) {
+        ctx.telemetry.transition(entry.status);
+    }
     ctx.bus.publish(commit.events);
     Ok(commit.case)
 }

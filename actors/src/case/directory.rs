@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::CaseContext;
 use super::command::{CaseError, CaseMsg, CaseReply, CollaborativeRequest, ReviewDecision};
-use super::stats::CaseStatsSnapshot;
 use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
 use crate::domain::{Case, CaseId, Decision, Intake};
 
@@ -46,9 +45,11 @@ impl CaseDirectory {
         max_in_flight: usize,
     ) -> Result<Self, ractor::SpawnErr> {
         let mut refs = Vec::with_capacity(shards.max(1));
-        for _ in 0..shards.max(1) {
+        for shard in 0..shards.max(1) {
             let (actor, _) =
                 Actor::spawn(None, CaseSupervisor, (ctx.clone(), settings.clone())).await?;
+            ctx.supervisor_metrics
+                .spawned(&format_args!("case-supervisor-{shard}"));
             refs.push(actor);
         }
         Ok(CaseDirectory {
@@ -77,8 +78,12 @@ impl CaseDirectory {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Err(CaseError::Unavailable);
         };
+        // Commands in flight are the case actors' mailbox depth, exactly (bounded above).
+        let depth = &self.ctx.metrics.mailbox;
+        depth.inc();
+        self.ctx.supervisor_metrics.queued();
         let shard = self.shard(id);
-        match shard
+        let answer = match shard
             .call(
                 |reply| SupervisorMsg::Deliver(id, build(reply)),
                 Some(self.call_timeout),
@@ -90,7 +95,9 @@ impl CaseDirectory {
             // The reply port was dropped: the actor failed while handling the command.
             Ok(CallResult::SenderError) => Err(CaseError::Internal),
             Err(_) => Err(CaseError::Unavailable),
-        }
+        };
+        depth.dec();
+        answer
     }
 
     /// Triages and stores a new case with a fresh id.
@@ -176,11 +183,6 @@ impl CaseDirectory {
         self.call(id, |reply| CaseMsg::InjectPanic { reply }).await
     }
 
-    /// Counters of all case actors.
-    pub fn stats(&self) -> CaseStatsSnapshot {
-        self.ctx.stats.snapshot()
-    }
-
     /// Number of shard supervisors.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -191,8 +193,11 @@ impl CaseDirectory {
         for shard in self.shards.iter() {
             let _ = shard.call(SupervisorMsg::DrainAll, Some(timeout)).await;
         }
-        for shard in self.shards.iter() {
+        for (n, shard) in self.shards.iter().enumerate() {
             let _ = shard.stop_and_wait(None, Some(timeout)).await;
+            self.ctx
+                .supervisor_metrics
+                .stopped(&format_args!("case-supervisor-{n}"));
         }
     }
 }

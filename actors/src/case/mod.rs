@@ -5,12 +5,10 @@ pub mod actor;
 mod command;
 mod directory;
 pub mod lifecycle;
-mod stats;
 pub mod supervisor;
 
 pub use command::{CaseError, CaseMsg, CollaborativeRequest, ReviewDecision};
 pub use directory::CaseDirectory;
-pub use stats::{CaseStats, CaseStatsSnapshot};
 pub use supervisor::SupervisorSettings;
 
 use std::sync::Arc;
@@ -20,6 +18,7 @@ use crate::clock::SharedClock;
 use crate::links::LinkSigner;
 use crate::routing::ReviewRouting;
 use crate::store::SharedStore;
+use crate::telemetry::{ActorMetrics, Telemetry};
 use crate::triage::{SimilarCases, Triage};
 
 /// What every case actor shares.
@@ -32,7 +31,12 @@ pub struct CaseContext {
     pub links: LinkSigner,
     pub routing: ReviewRouting,
     pub bus: EventBus,
-    pub stats: Arc<CaseStats>,
+    /// The process registry (events and transitions are counted here).
+    pub telemetry: Arc<Telemetry>,
+    /// Metrics of the case actors (kind `case_actor`).
+    pub metrics: ActorMetrics,
+    /// Metrics of the shard supervisors (kind `case_supervisor`).
+    pub supervisor_metrics: ActorMetrics,
     /// Enables [`CaseMsg::InjectPanic`] (tests only).
     pub fault_injection: bool,
 }

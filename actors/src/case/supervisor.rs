@@ -123,8 +123,12 @@ impl Actor for CaseSupervisor {
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        let started = std::time::Instant::now();
         match msg {
-            SupervisorMsg::Deliver(case_id, msg) => state.deliver(&myself, case_id, msg).await,
+            SupervisorMsg::Deliver(case_id, msg) => {
+                state.ctx.supervisor_metrics.mailbox.dec();
+                state.deliver(&myself, case_id, msg).await
+            }
             SupervisorMsg::Vacant(case_id, actor_id) => {
                 if state
                     .live
@@ -146,7 +150,7 @@ impl Actor for CaseSupervisor {
                     .collect();
                 for case_id in expired {
                     state.retire(case_id);
-                    state.ctx.stats.passivated();
+                    state.ctx.metrics.passivated(&case_id);
                 }
             }
             SupervisorMsg::DrainAll(reply) => {
@@ -162,6 +166,7 @@ impl Actor for CaseSupervisor {
                 let _ = reply.send(());
             }
         }
+        state.ctx.supervisor_metrics.handled(started.elapsed());
         Ok(())
     }
 
@@ -182,7 +187,7 @@ impl Actor for CaseSupervisor {
         let Some(case_id) = state.by_actor.remove(&actor_id) else {
             return Ok(());
         };
-        state.ctx.stats.stopped();
+        state.ctx.metrics.stopped(&case_id);
         if state
             .live
             .get(&case_id)
@@ -191,13 +196,13 @@ impl Actor for CaseSupervisor {
             state.live.remove(&case_id);
         }
         if failed {
-            state.ctx.stats.failed();
+            state.ctx.metrics.failed(&case_id);
             let now = state.ctx.clock.now();
             state.failures.entry(case_id).or_default().push(now);
             if !state.draining && state.within_budget(case_id) {
                 // Restart at once from the last snapshot, so the case is live again.
                 if state.spawn(&myself, case_id).await.is_some() {
-                    state.ctx.stats.restarted();
+                    state.ctx.metrics.restarted(&case_id);
                     tracing::warn!(case_id = %case_id, "case actor restarted from its snapshot");
                 }
             }
@@ -260,7 +265,7 @@ impl SupervisorState {
         };
         match Actor::spawn_linked(None, CaseActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                self.ctx.stats.spawned();
+                self.ctx.metrics.spawned(&case_id);
                 self.by_actor.insert(actor.get_id(), case_id);
                 self.live.insert(
                     case_id,

@@ -253,6 +253,23 @@ pub async fn concurrent_commits(store: SharedStore) {
     assert!(store.ping().await.unwrap() < Duration::from_secs(5));
 }
 
+/// Events that belong to no case land in the outbox in order.
+pub async fn standalone_events(store: SharedStore) {
+    let now = Utc::now();
+    let events: Vec<Event> = (0..3)
+        .map(|i| {
+            Event::new(
+                EventKind::AlertTriggered,
+                "alerts",
+                now,
+                json!({"alert_id": i}),
+            )
+        })
+        .collect();
+    store.append_events(events.clone()).await.unwrap();
+    assert_eq!(store.outbox(None, 10).await.unwrap(), events);
+}
+
 /// Runs every check, each on a store from `fresh`.
 pub async fn run_all<F, Fut>(fresh: F)
 where
@@ -263,6 +280,7 @@ where
     idempotency_keys(fresh().await).await;
     list_newest_first(fresh().await).await;
     concurrent_commits(fresh().await).await;
+    standalone_events(fresh().await).await;
 }
 
 #[cfg(test)]

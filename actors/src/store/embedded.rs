@@ -32,11 +32,17 @@ const QUEUE_DEPTH: usize = 4096;
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
+/// One unit of work for the writer thread.
+enum Write {
+    Commit(Box<Commit>),
+    Events(Vec<Event>),
+}
+
 /// The embedded, durable store.
 pub struct EmbeddedStore {
     db: Arc<Database>,
     /// `None` once closed.
-    writer: parking_lot::Mutex<Option<mpsc::Sender<(Commit, Reply)>>>,
+    writer: parking_lot::Mutex<Option<mpsc::Sender<(Write, Reply)>>>,
     worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -88,6 +94,19 @@ impl EmbeddedStore {
         }))
     }
 
+    /// Queues a write for the writer thread and waits until it is committed.
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let writer = self.writer.lock().clone();
+        let writer = writer.ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        writer
+            .send((write, tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
@@ -97,8 +116,8 @@ impl EmbeddedStore {
     }
 }
 
-fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Commit, Reply)>, durable: bool) {
-    let mut batch: Vec<(Commit, Reply)> = Vec::with_capacity(MAX_BATCH);
+fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, durable: bool) {
+    let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -107,8 +126,8 @@ fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Commit, Reply)>, durable: b
                 Err(_) => break,
             }
         }
-        let commits: Vec<&Commit> = batch.iter().map(|(c, _)| c).collect();
-        let outcome = apply_batch(db, &commits, durable);
+        let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
+        let outcome = apply_batch(db, &writes, durable);
         for (_, reply) in batch.drain(..) {
             let answer = match &outcome {
                 Ok(()) => Ok(()),
@@ -119,7 +138,7 @@ fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Commit, Reply)>, durable: b
     }
 }
 
-fn apply_batch(db: &Database, commits: &[&Commit], durable: bool) -> Result<(), StoreError> {
+fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
     let durability = if durable {
         Durability::Immediate
@@ -133,7 +152,19 @@ fn apply_batch(db: &Database, commits: &[&Commit], durable: bool) -> Result<(), 
         let mut reviews = txn.open_table(REVIEWS).map_err(backend)?;
         let mut idem = txn.open_table(IDEMPOTENCY).map_err(backend)?;
         let mut outbox = txn.open_table(OUTBOX).map_err(backend)?;
-        for commit in commits {
+        for write in writes {
+            let commit = match write {
+                Write::Commit(commit) => commit,
+                Write::Events(events) => {
+                    for event in events {
+                        let bytes = serde_json::to_vec(event).map_err(backend)?;
+                        outbox
+                            .insert(event.msg_id.as_str(), bytes.as_slice())
+                            .map_err(backend)?;
+                    }
+                    continue;
+                }
+            };
             let case = &commit.case;
             let id = case.case_id.0.as_u128();
             let bytes = serde_json::to_vec(case).map_err(backend)?;
@@ -172,15 +203,11 @@ fn created_key(t: DateTime<Utc>) -> u64 {
 #[async_trait]
 impl SnapshotStore for EmbeddedStore {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let writer = self.writer.lock().clone();
-        let writer = writer.ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
-        writer
-            .send((commit, tx))
-            .await
-            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+        self.write(Write::Commit(Box::new(commit))).await
+    }
+
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.write(Write::Events(events)).await
     }
 
     async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {

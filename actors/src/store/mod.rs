@@ -7,10 +7,12 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
 mod embedded;
+mod metered;
 mod redis;
 
 pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
+pub use metered::MeteredStore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,9 @@ pub struct CaseQuery {
 pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a snapshot, its events and its idempotency record in one atomic operation.
     async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// Appends events that belong to no case (alerts, endpoint notices) to the outbox, atomically.
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError>;
 
     /// The last committed snapshot of a case.
     async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError>;

@@ -147,6 +147,18 @@ impl SnapshotStore for RedisStore {
             .await
     }
 
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for event in &events {
+            pipe.zadd(self.key("outbox"), &event.msg_id, 0).ignore();
+            pipe.hset(self.key("events"), &event.msg_id, encode(event)?)
+                .ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
     async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
         let key = self.key(&format!("case:{id}"));
         let raw: Option<Vec<u8>> = self.run(|mut c| async move { c.get(key).await }).await?;

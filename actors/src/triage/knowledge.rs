@@ -4,12 +4,15 @@
 //! failing that, when at least two of its keywords occur in the description. Among candidates the
 //! highest score wins (subcategory match 3 points, each keyword 1, each keyword phrase 1.5); ties
 //! go to the entry written first.
+//!
+//! All entries' keywords are compiled into one [`KeywordIndex`], so a lookup scans the
+//! description once, and the matched words are only spelled out for the chosen entry.
 
 use serde::Deserialize;
 
 use super::TriageError;
 use super::rules::{is_kebab, parse_choice, round2};
-use super::text::{KeywordSet, Prepared};
+use super::text::{KeywordIndex, KeywordIndexBuilder, KeywordSet, Prepared};
 use crate::domain::{Category, Classification, Reference, Solution};
 
 /// Name used for the knowledge-base file in error messages.
@@ -71,6 +74,8 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct KnowledgeBase {
     entries: Vec<Entry>,
+    /// Every entry's keywords.
+    index: KeywordIndex,
 }
 
 fn non_blank(items: &[String], what: &str) -> Result<(), String> {
@@ -81,7 +86,7 @@ fn non_blank(items: &[String], what: &str) -> Result<(), String> {
 }
 
 impl Entry {
-    fn compile(raw: EntryFile) -> Result<Entry, String> {
+    fn compile(raw: EntryFile, keywords: &mut KeywordIndexBuilder) -> Result<Entry, String> {
         if !is_kebab(&raw.id) {
             return Err("id must be non-empty kebab-case".into());
         }
@@ -140,7 +145,7 @@ impl Entry {
         Ok(Entry {
             category,
             subcategory: raw.subcategory,
-            keywords: KeywordSet::new(&raw.keywords)?,
+            keywords: keywords.set(&raw.keywords)?,
             solution: Solution {
                 id: raw.id,
                 title: raw.title,
@@ -166,6 +171,7 @@ impl KnowledgeBase {
             message: e.to_string(),
         })?;
         let mut entries: Vec<Entry> = Vec::with_capacity(file.solutions.len());
+        let mut keywords = KeywordIndexBuilder::default();
         for (n, raw) in file.solutions.into_iter().enumerate() {
             let entry = if raw.id.is_empty() {
                 format!("solution #{}", n + 1)
@@ -180,9 +186,14 @@ impl KnowledgeBase {
             if entries.iter().any(|e| e.solution.id == raw.id) {
                 return Err(invalid("duplicate id".into()));
             }
-            entries.push(Entry::compile(raw).map_err(invalid)?);
+            entries.push(Entry::compile(raw, &mut keywords).map_err(invalid)?);
         }
-        Ok(KnowledgeBase { entries })
+        let index = keywords.build().map_err(|message| TriageError::Invalid {
+            file: KB_FILE,
+            entry: "[[solution]]".into(),
+            message,
+        })?;
+        Ok(KnowledgeBase { entries, index })
     }
 
     /// The best entry for `classification` and `description`, adapted to this case.
@@ -191,29 +202,37 @@ impl KnowledgeBase {
         classification: &Classification,
         description: &str,
     ) -> Option<Solution> {
+        // The scan is the only costly step: skipped when no entry could be chosen anyway.
+        if !(self.entries.iter()).any(|e| e.category == classification.category) {
+            return None;
+        }
         let prepared = Prepared::new(description);
-        let mut best: Option<(f64, &Entry, Vec<String>, bool)> = None;
+        let scan = self.index.scan(&prepared);
+        let mut best: Option<(f64, &Entry, bool)> = None;
         for entry in self
             .entries
             .iter()
             .filter(|e| e.category == classification.category)
         {
-            let matched = entry.keywords.matches(&prepared);
             let same_sub = entry.subcategory == classification.subcategory;
-            if !same_sub && matched.len() < 2 {
+            let mut matched = 0;
+            let mut keyword_points = 0.0;
+            for keyword in entry.keywords.matched(&scan) {
+                matched += 1;
+                keyword_points += if keyword.is_phrase { 1.5 } else { 1.0 };
+            }
+            if !same_sub && matched < 2 {
                 continue;
             }
-            let keyword_points: f64 = matched
-                .iter()
-                .map(|(k, _)| if k.is_phrase { 1.5 } else { 1.0 })
-                .sum();
             let score = if same_sub { 3.0 } else { 0.0 } + keyword_points;
             if best.as_ref().is_none_or(|(s, ..)| score > *s) {
-                let found = matched.into_iter().map(|(_, f)| f).collect();
-                best = Some((score, entry, found, same_sub));
+                best = Some((score, entry, same_sub));
             }
         }
-        let (_, entry, found, same_sub) = best?;
+        let (_, entry, same_sub) = best?;
+        let found: Vec<String> = (entry.keywords.matches(&scan).into_iter())
+            .map(|(_, f)| f)
+            .collect();
         let hits = found.len() as f64;
         let factor = if same_sub {
             0.85 + 0.05 * hits.min(3.0)

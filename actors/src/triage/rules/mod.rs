@@ -1,13 +1,19 @@
 //! The triage rule book: parsed from `config/triage_rules.toml` and validated once. The file's
 //! header comment documents its shape; `classify` turns a description into a classification.
+//!
+//! Every keyword of every rule (and of the escalation section) is compiled into one
+//! [`KeywordIndex`] and every rule pattern into one [`PatternIndex`], so that scoring a text
+//! costs one pass over it for the keywords and one for the patterns, however many rules there
+//! are; the rules then only read the scans.
 
 mod classify;
 
 use serde::Deserialize;
 
 use super::TriageError;
-use super::text::{KeywordSet, PatternList, Prepared, tagify};
+use super::text::{KeywordIndex, KeywordIndexBuilder, KeywordScan, KeywordSet, tagify};
 use crate::domain::{Category, Complexity, Priority, ResolutionPath};
+pub(crate) use classify::{PatternIndex, PatternIndexBuilder, PatternList, PatternScan};
 
 /// Name used for the rules file in error messages.
 pub(crate) const RULES_FILE: &str = "triage_rules.toml";
@@ -110,12 +116,17 @@ struct Rule {
     tags: Vec<String>,
 }
 
-/// What one rule found in one description.
+/// What one rule scored on one description; the terms behind it are only worked out for the
+/// winner ([`Rule::terms`]).
 struct Hit {
     rule: usize,
     score: f64,
-    terms: Vec<String>,
-    keyword_tags: Vec<String>,
+}
+
+/// What the scans found in one description: everything a rule is scored on.
+struct Evidence<'t> {
+    keywords: KeywordScan<'t>,
+    patterns: PatternScan<'t>,
 }
 
 /// The validated rule book.
@@ -125,6 +136,10 @@ pub(crate) struct RuleBook {
     outage_keywords: KeywordSet,
     outage_patterns: PatternList,
     rules: Vec<Rule>,
+    /// Every keyword, context, exclude and outage keyword.
+    keyword_index: KeywordIndex,
+    /// Every pattern, the outage patterns included.
+    pattern_index: PatternIndex,
 }
 
 fn invalid(entry: impl Into<String>, message: impl Into<String>) -> TriageError {
@@ -155,7 +170,11 @@ pub(crate) fn is_kebab(s: &str) -> bool {
 }
 
 impl Rule {
-    fn compile(raw: RuleFile) -> Result<Rule, String> {
+    fn compile(
+        raw: RuleFile,
+        keywords: &mut KeywordIndexBuilder,
+        patterns: &mut PatternIndexBuilder,
+    ) -> Result<Rule, String> {
         if !is_kebab(&raw.id) {
             return Err("id must be non-empty kebab-case".into());
         }
@@ -199,10 +218,10 @@ impl Rule {
             return Err(format!("tag {tag:?} must be kebab-case"));
         }
         Ok(Rule {
-            keywords: KeywordSet::new(&raw.keywords)?,
-            patterns: PatternList::new(&raw.patterns)?,
-            context: KeywordSet::new(&raw.context)?,
-            exclude: KeywordSet::new(&raw.exclude)?,
+            keywords: keywords.set(&raw.keywords)?,
+            patterns: patterns.list(&raw.patterns)?,
+            context: keywords.set(&raw.context)?,
+            exclude: keywords.set(&raw.exclude)?,
             id: raw.id,
             category,
             subcategory: raw.subcategory,
@@ -215,50 +234,63 @@ impl Rule {
         })
     }
 
-    fn hit(&self, index: usize, prepared: &Prepared, lowered: &str, scoring: &Scoring) -> Hit {
-        let mut hit = Hit {
-            rule: index,
-            score: 0.0,
-            terms: Vec::new(),
-            keyword_tags: Vec::new(),
-        };
-        if self.exclude.any(prepared) {
-            return hit;
+    /// The rule's score on `evidence`: keyword and phrase points, pattern points and, once
+    /// something matched, context points, times the weight; 0 when an exclude term occurs.
+    /// Points are added one at a time in the order they always were (keywords, patterns, context,
+    /// each in list order): floating-point sums depend on the order, and scores must not move.
+    fn score(&self, evidence: &Evidence<'_>, scoring: &Scoring) -> f64 {
+        if self.exclude.any(&evidence.keywords) {
+            return 0.0;
         }
         let mut points = 0.0;
-        let keyword_points = |phrase: bool| {
-            if phrase {
-                scoring.phrase_points
-            } else {
-                scoring.keyword_points
-            }
-        };
-        for (keyword, found) in self.keywords.matches(prepared) {
-            points += keyword_points(keyword.is_phrase);
-            hit.keyword_tags.push(tagify(&found));
-            hit.terms.push(found);
+        for keyword in self.keywords.matched(&evidence.keywords) {
+            points += scoring.keyword_points(keyword.is_phrase);
         }
-        for found in self.patterns.matches(lowered) {
+        for _ in 0..self.patterns.count(&evidence.patterns) {
             points += scoring.pattern_points;
-            if !hit.terms.contains(&found) {
-                hit.terms.push(found);
-            }
         }
         // Context terms only strengthen a rule that matched on its own evidence.
         if points > 0.0 {
-            for (keyword, found) in self.context.matches(prepared) {
-                points += keyword_points(keyword.is_phrase);
-                if !hit.terms.contains(&found) {
-                    hit.terms.push(found);
-                }
+            for keyword in self.context.matched(&evidence.keywords) {
+                points += scoring.keyword_points(keyword.is_phrase);
             }
         }
-        hit.score = points * self.weight;
-        hit
+        points * self.weight
+    }
+
+    /// The terms the rule matched (keywords, then pattern texts and context terms not already
+    /// listed) and the tags of the matched keywords, for a rule that scored above 0.
+    fn terms(&self, evidence: &Evidence<'_>) -> (Vec<String>, Vec<String>) {
+        let mut terms = Vec::new();
+        let mut keyword_tags = Vec::new();
+        for (_, found) in self.keywords.matches(&evidence.keywords) {
+            keyword_tags.push(tagify(&found));
+            terms.push(found);
+        }
+        for found in self.patterns.matches(&evidence.patterns) {
+            if !terms.contains(&found) {
+                terms.push(found);
+            }
+        }
+        for (_, found) in self.context.matches(&evidence.keywords) {
+            if !terms.contains(&found) {
+                terms.push(found);
+            }
+        }
+        (terms, keyword_tags)
     }
 }
 
 impl Scoring {
+    /// Points for one matched keyword: a phrase is stronger evidence than a word.
+    fn keyword_points(&self, phrase: bool) -> f64 {
+        if phrase {
+            self.phrase_points
+        } else {
+            self.keyword_points
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         let fields = [
             ("keyword_points", self.keyword_points, 0.0, 100.0),
@@ -315,9 +347,13 @@ impl RuleBook {
         file.scoring
             .validate()
             .map_err(|m| invalid("[scoring]", m))?;
-        let outage_keywords = KeywordSet::new(&file.escalation.production_outage_keywords)
+        let mut keywords = KeywordIndexBuilder::default();
+        let mut patterns = PatternIndexBuilder::default();
+        let outage_keywords = keywords
+            .set(&file.escalation.production_outage_keywords)
             .map_err(|m| invalid("[escalation]", m))?;
-        let outage_patterns = PatternList::new(&file.escalation.production_outage_patterns)
+        let outage_patterns = patterns
+            .list(&file.escalation.production_outage_patterns)
             .map_err(|m| invalid("[escalation]", m))?;
         if file.rules.is_empty() {
             return Err(invalid("[[rule]]", "the file defines no rules"));
@@ -332,13 +368,16 @@ impl RuleBook {
             if rules.iter().any(|r| r.id == raw.id) {
                 return Err(invalid(entry, "duplicate id"));
             }
-            rules.push(Rule::compile(raw).map_err(|m| invalid(entry, m))?);
+            let rule = Rule::compile(raw, &mut keywords, &mut patterns);
+            rules.push(rule.map_err(|m| invalid(entry, m))?);
         }
         Ok(RuleBook {
             scoring: file.scoring,
             outage_keywords,
             outage_patterns,
             rules,
+            keyword_index: keywords.build().map_err(|m| invalid("[[rule]]", m))?,
+            pattern_index: patterns.build(),
         })
     }
 

@@ -7,8 +7,9 @@
 
 use toml::Value;
 
-/// Inflections tried for a `*` prefix keyword (nothing, plural, past tense, a longer word).
-const SUFFIXES: [&str; 4] = ["", "s", "ed", "ation"];
+/// Inflections tried for a `*` prefix keyword (nothing, plural, past tense, a longer word, a
+/// word that goes on with `_` and digits, which are word characters too).
+const SUFFIXES: [&str; 5] = ["", "s", "ed", "ation", "_v2"];
 
 /// Sentence frames a term is put in: start, middle and end of the text, with punctuation.
 const FRAMES: [&str; 6] = [
@@ -224,7 +225,7 @@ fn long_text(terms: &[String], len: usize, rng: &mut Lcg) -> String {
     let mut text = String::with_capacity(len + 100);
     while text.len() < len {
         text.push_str(FILLER);
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             text.push_str(&inflect(rng.pick(terms), rng.next()));
             text.push_str(". ");
         }

@@ -231,3 +231,25 @@ fn edge_case_config_classifies_exactly_like_the_reference() {
     assert!(compared >= 600, "only {compared} inputs");
     assert!(winners.len() >= 4, "winners: {winners:?}");
 }
+
+#[test]
+fn a_config_without_keywords_classifies_exactly_like_the_reference() {
+    let rules = r#"
+[[rule]]
+id = "only-patterns"
+category = "defect"
+subcategory = "crash"
+priority = "high"
+complexity = "moderate"
+resolution = "collaborative"
+patterns = ['\bcrash(?:es|ed)?\b', 'segfault']
+"#;
+    let empty_kb = "";
+    let triage = Triage::from_toml(rules, empty_kb).expect("config loads");
+    let reference = Reference::from_toml(rules, empty_kb);
+    for description in ["it crashed", "Crashes. Segfault!", "crashing", ""] {
+        let c = triage.classify(&super::input(description));
+        assert_eq!(c, reference.classify(&super::input(description)));
+        assert_eq!(triage.solution_for(&c, description), None);
+    }
+}

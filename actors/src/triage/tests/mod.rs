@@ -1,4 +1,5 @@
-//! Tests of the built-in rules, the knowledge base and similar-case search.
+//! Tests of the built-in rules, the knowledge base, similar-case search and text matching, and
+//! the equivalence of the fast classifier with the reference one (`reference`, `equivalence`).
 
 mod bench;
 mod classify;
@@ -7,6 +8,7 @@ mod equivalence;
 mod knowledge;
 mod reference;
 mod similar;
+mod text;
 
 use std::sync::OnceLock;
 

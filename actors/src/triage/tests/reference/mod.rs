@@ -8,6 +8,8 @@ mod knowledge;
 mod rules;
 mod text;
 
+pub(super) use text::normalize;
+
 use crate::domain::{Classification, Solution};
 use crate::triage::TriageInput;
 

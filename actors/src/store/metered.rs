@@ -1,0 +1,90 @@
+//! A [`SnapshotStore`] decorator that records every operation's latency in the telemetry
+//! registry (`casehub_store_op_seconds{op}`), whatever the backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{CasePage, CaseQuery, Commit, SharedStore, SnapshotStore, StoreError};
+use crate::domain::{Case, CaseId, Event, Review, ReviewId};
+use crate::telemetry::Telemetry;
+
+/// Times each call to the wrapped store.
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: SharedStore,
+    telemetry: Arc<Telemetry>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn wrap(inner: SharedStore, telemetry: Arc<Telemetry>) -> SharedStore {
+        Arc::new(MeteredStore { inner, telemetry })
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let out = fut.await;
+        self.telemetry.store_op(op, started.elapsed());
+        out
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for MeteredStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.timed("commit", self.inner.commit(commit)).await
+    }
+
+    async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
+        self.timed("append_events", self.inner.append_events(events))
+            .await
+    }
+
+    async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        self.timed("load_case", self.inner.load_case(id)).await
+    }
+
+    async fn load_review(&self, id: &ReviewId) -> Result<Option<Review>, StoreError> {
+        self.timed("load_review", self.inner.load_review(id)).await
+    }
+
+    async fn idempotent_case(
+        &self,
+        key: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<Option<CaseId>, StoreError> {
+        self.timed(
+            "idempotent_case",
+            self.inner.idempotent_case(key, not_before),
+        )
+        .await
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.timed("purge_idempotency", self.inner.purge_idempotency(before))
+            .await
+    }
+
+    async fn list_cases(&self, query: CaseQuery) -> Result<CasePage, StoreError> {
+        self.timed("list_cases", self.inner.list_cases(query)).await
+    }
+
+    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.timed("outbox", self.inner.outbox(after, limit)).await
+    }
+
+    async fn ping(&self) -> Result<Duration, StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
