@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
+use casehub_actors::alerts::{AlertArgs, AlertMonitor};
 use casehub_actors::bus::EventBus;
 use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
@@ -90,6 +91,15 @@ impl Application {
         let triage = Arc::new(load_triage(&settings)?);
         let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
         let auth = Auth::new(&settings);
+        let bus = EventBus::new();
+        let alerts = AlertMonitor::start(AlertArgs {
+            settings: settings.alerts.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+            metrics: telemetry.actor("alert_monitor"),
+        })
+        .await
+        .context("starting the alert monitor")?;
         let ctx = Arc::new(CaseContext {
             store: store.clone(),
             triage,
@@ -97,7 +107,7 @@ impl Application {
             clock,
             links: auth.links.clone(),
             routing: settings.reviews.clone(),
-            bus: EventBus::new(),
+            bus,
             telemetry: telemetry.clone(),
             metrics: telemetry.actor("case_actor"),
             supervisor_metrics: telemetry.actor("case_supervisor"),
@@ -135,6 +145,7 @@ impl Application {
             limits,
             telemetry,
             shutdown,
+            alerts,
             started: Instant::now(),
             idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
         });
@@ -200,6 +211,7 @@ impl Application {
         tracing::info!("draining case actors");
         let timeout = state.settings.server.shutdown_timeout;
         state.cases.shutdown(timeout).await;
+        let _ = state.alerts.stop_and_wait(None, Some(timeout)).await;
         state.store.close().await;
         tracing::info!("casehub stopped");
         Ok(())

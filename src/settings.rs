@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use casehub_actors::alerts::AlertSettings;
 use casehub_actors::routing::ReviewRouting;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -48,6 +49,7 @@ pub struct Settings {
     pub cases: CaseSettings,
     pub triage: TriageSettings,
     pub reviews: ReviewRouting,
+    pub alerts: AlertSettings,
     pub idempotency: IdempotencySettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
@@ -307,6 +309,12 @@ impl Settings {
             return fail("cases.passivation_sweep: must be positive".into());
         }
         self.reviews.validate().map_err(SettingsError)?;
+        if self.alerts.threshold == 0 {
+            return fail("alerts.threshold: must be at least 1".into());
+        }
+        if self.alerts.window.is_zero() {
+            return fail("alerts.window: must be positive".into());
+        }
         if self.uses_dev_secrets() && !self.auth.allow_dev_secrets {
             let ip = self.bind_addr()?.ip();
             if !ip.is_loopback() {

@@ -30,6 +30,8 @@ pub struct Inner {
     pub telemetry: Arc<Telemetry>,
     /// Turns true when shutdown starts; long-lived streams end on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The alert monitor (stopped on shutdown).
+    pub alerts: ractor::ActorRef<casehub_actors::alerts::AlertMsg>,
     pub started: Instant,
     /// Serialises concurrent intakes that carry the same idempotency key (per key).
     pub idempotency_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

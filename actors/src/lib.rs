@@ -8,6 +8,7 @@
 //! - [`bus`]: committed events fanned out in process.
 //! - [`links`], [`routing`], [`clock`]: signed links, review-room routing, injectable time.
 
+pub mod alerts;
 pub mod bus;
 pub mod case;
 pub mod clock;

@@ -277,3 +277,57 @@ async fn sigterm_ends_open_streams_and_exits_zero() {
         .expect("the stream ended with the server")
         .unwrap();
 }
+
+async fn alerts(app: &TestApp) -> Vec<serde_json::Value> {
+    app.events()
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == json!("alert.triggered"))
+        .collect()
+}
+
+async fn alert_monitor_handled(app: &TestApp) -> u64 {
+    app.admin_get("/ops/actors").await.body["kinds"]["alert_monitor"]["messages"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn five_intakes_of_one_subcategory_raise_exactly_one_alert() {
+    let app = spawn_app().await;
+    let mut body = intake_body(SSL);
+    body.as_object_mut().unwrap().remove("product");
+    for n in 1..=5 {
+        app.post("/webhook/support/intake", body.clone()).await.ok();
+        if n < 5 {
+            eventually(Duration::from_secs(5), || async {
+                (alert_monitor_handled(&app).await == n).then_some(())
+            })
+            .await;
+            assert!(alerts(&app).await.is_empty(), "alert after only {n} cases");
+        }
+    }
+    let raised = eventually(Duration::from_secs(5), || async {
+        let a = alerts(&app).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(raised.len(), 1);
+    let data = &raised[0]["data"];
+    assert!(data["alert_id"].as_str().unwrap().starts_with("alt_"));
+    assert_eq!(data["severity"], json!("warning"));
+    assert!(
+        data["description"]
+            .as_str()
+            .unwrap()
+            .contains("5 cases of configuration/ssl-certificates")
+    );
+    // A sixth inside the cool-down raises nothing.
+    app.post("/webhook/support/intake", body).await.ok();
+    eventually(Duration::from_secs(5), || async {
+        (alert_monitor_handled(&app).await == 6).then_some(())
+    })
+    .await;
+    assert_eq!(alerts(&app).await.len(), 1);
+    app.stop().await;
+}

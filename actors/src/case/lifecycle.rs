@@ -79,6 +79,7 @@ pub fn create(
             "priority": case.priority,
             "category": case.category,
             "subcategory": case.subcategory,
+            "product": case.product,
         }),
     )];
     let c = &case.classification;
