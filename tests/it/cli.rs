@@ -93,3 +93,45 @@ async fn minted_reviewer_tokens_are_accepted() {
     assert_eq!(body["data"][0]["case_id"], created["case_id"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut child = casehub()
+        .env("CASEHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("CASEHUB__STORE__DATA_DIR", dir.path())
+        .env("CASEHUB__LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let resp = eventually(std::time::Duration::from_secs(20), || async {
+        client.get(&url).send().await.ok()
+    })
+    .await;
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(request_id.starts_with("REQ-"), "{request_id}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let mut found = false;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        if line.contains(&request_id) {
+            assert!(v["level"].is_string());
+            found = true;
+        }
+    }
+    assert!(found, "no log line names {request_id}:\n{logs}");
+}
