@@ -12,6 +12,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The OpenAPI test validates /openapi.json with the reference validator.
+python3 -c "import openapi_spec_validator" 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check openapi-spec-validator
+
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

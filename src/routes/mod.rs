@@ -1,4 +1,8 @@
 //! The HTTP surface: one module per route group, assembled by [`router`].
+//!
+//! Each route is registered with `utoipa_axum::routes!`, which takes the path and methods from
+//! the handler's `#[utoipa::path]` and adds both the axum route and its OpenAPI operation, so the
+//! router and `GET /openapi.json` (see [`crate::openapi`]) list the same endpoints.
 
 pub mod cases;
 pub mod ops;
@@ -9,66 +13,67 @@ pub mod views;
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::middleware::from_fn_with_state;
-use axum::routing::{MethodRouter, get, post};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::limits::{Group, enforce};
 use crate::metrics::HttpMetrics;
+use crate::openapi;
 use crate::state::AppState;
 
-/// Wraps a route in its rate-limit group.
+/// Wraps a route in its rate-limit group, and documents what that adds (the `X-RateLimit-*`
+/// headers and the 429) in the same step.
 fn limited(
     state: &AppState,
     group: Group,
-    route: MethodRouter<AppState>,
-) -> MethodRouter<AppState> {
-    route.route_layer(from_fn_with_state((state.clone(), group), enforce))
+    (schemas, mut paths, route): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    openapi::document_rate_limit(&mut paths);
+    let route = route.route_layer(from_fn_with_state((state.clone(), group), enforce));
+    (schemas, paths, route)
 }
 
-/// Every route casehub serves.
+/// Every route casehub serves, including `GET /openapi.json`, which describes all of them.
 pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
     let s = &state;
-    Router::new()
-        .route(
-            "/webhook/support/intake",
-            limited(s, Group::Intake, post(support::intake)),
-        )
-        .route(
-            "/webhook/support/intake/{key}",
-            limited(s, Group::Intake, post(support::intake_with_path_key)),
-        )
-        .route(
-            "/webhook/support/self-service",
-            limited(s, Group::SelfService, post(support::self_service)),
-        )
-        .route(
-            "/webhook/support/approve/{case_id}",
-            limited(s, Group::Approve, get(support::approve)),
-        )
-        .route(
-            "/webhook/support/feedback/{case_id}",
-            limited(s, Group::Feedback, get(support::feedback)),
-        )
-        .route(
-            "/webhook/support/collaborative",
-            limited(s, Group::Collaborative, post(support::collaborative)),
-        )
-        .route(
-            "/webhook/support/review/{review_id}/edit",
-            limited(s, Group::Review, post(reviews::edit)),
-        )
-        .route(
-            "/webhook/support/review/{review_id}/{action}",
-            limited(s, Group::Review, get(reviews::decide)),
-        )
-        .route("/webhook/support/status/{case_id}", get(cases::status))
-        .route("/v1/cases", get(cases::list))
-        .route("/v1/events", get(ops::events))
-        .route("/api/health", get(ops::health))
-        .route("/ops/actors", get(ops::actors))
-        .route("/ops/stream", get(ops::stream))
-        .route("/metrics", get(ops::metrics))
-        .route("/ops/faults/cases/{case_id}/panic", post(ops::inject_panic))
+    let published = openapi::Published::default();
+    let (router, document) =
+        OpenApiRouter::with_openapi(openapi::frame(&s.settings.server.public_url))
+            .routes(limited(s, Group::Intake, routes!(support::intake)))
+            .routes(limited(
+                s,
+                Group::Intake,
+                routes!(support::intake_with_path_key),
+            ))
+            .routes(limited(
+                s,
+                Group::SelfService,
+                routes!(support::self_service),
+            ))
+            .routes(limited(s, Group::Approve, routes!(support::approve)))
+            .routes(limited(s, Group::Feedback, routes!(support::feedback)))
+            .routes(limited(
+                s,
+                Group::Collaborative,
+                routes!(support::collaborative),
+            ))
+            .routes(limited(s, Group::Review, routes!(reviews::edit)))
+            .routes(limited(s, Group::Review, routes!(reviews::decide)))
+            .routes(routes!(cases::status))
+            .routes(routes!(cases::list))
+            .routes(routes!(ops::events))
+            .routes(routes!(ops::health, ops::health_head))
+            .routes(routes!(ops::actors))
+            .routes(routes!(ops::stream))
+            .routes(routes!(ops::metrics))
+            .routes(routes!(ops::inject_panic))
+            // The document's own route has the document as its state; it is filled in below, once
+            // every route (this one included) is registered.
+            .routes(routes!(openapi::serve).with_state(published.clone()))
+            .split_for_parts();
+    published.publish(&document);
+    router
         .route_layer(from_fn_with_state(http_metrics, crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

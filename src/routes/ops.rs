@@ -11,18 +11,32 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use casehub_actors::domain::rfc3339;
 use futures::Stream;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
 
-use super::support::parse_case_id;
+use super::support::{CasePath, parse_case_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, QueryPairs};
+use crate::openapi::{AdminErrors, ErrorEnvelope, ServerErrors};
 use crate::state::AppState;
 
 /// Store round trips slower than this make health `degraded`.
 const STORE_SLOW_MS: u128 = 500;
 
-/// `GET` / `HEAD /api/health` — 200 healthy or degraded, 503 unhealthy. No credentials.
+/// Store and actor health (seed 001's shape).
+///
+/// `GET /api/health` — 200 healthy or degraded, 503 unhealthy. No credentials.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "ops",
+    responses(
+        (status = 200, description = "`healthy` or `degraded`", body = Health),
+        (status = 503, description = "`unhealthy`: the store is unreachable", body = Health),
+    ),
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let redis = state.settings.store.is_redis();
     let kind = if redis { "redis" } else { "embedded" };
@@ -81,6 +95,23 @@ pub async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// The health check's status code and headers, without a body.
+///
+/// `HEAD /api/health` — for probes. The same check as `GET`; a handler of its own only so the
+/// document gives the operation its own id.
+#[utoipa::path(
+    head,
+    path = "/api/health",
+    tag = "ops",
+    responses(
+        (status = 200, description = "`healthy` or `degraded`"),
+        (status = 503, description = "`unhealthy`: the store is unreachable"),
+    ),
+)]
+pub async fn health_head(state: State<AppState>) -> Response {
+    health(state).await
+}
+
 /// The actor snapshot shared by `/ops/actors` and the stream.
 fn actor_snapshot(state: &AppState) -> Value {
     json!({
@@ -89,7 +120,19 @@ fn actor_snapshot(state: &AppState) -> Value {
     })
 }
 
-/// `GET /ops/actors` — admin; a JSON snapshot of the actor system per kind.
+/// A snapshot of the actor system per kind.
+///
+/// `GET /ops/actors` — admin: live actors, spawns, restarts, passivations, mailbox depth.
+#[utoipa::path(
+    get,
+    path = "/ops/actors",
+    tag = "ops",
+    responses(
+        (status = 200, description = "The snapshot", body = ActorSnapshot),
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn actors(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -99,7 +142,20 @@ pub async fn actors(
     Ok(Json(actor_snapshot(&state)))
 }
 
-/// `GET /metrics` — admin; Prometheus text format.
+/// Prometheus metrics.
+///
+/// `GET /metrics` — admin; Prometheus text format: HTTP requests, actors, store latency.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format",
+         content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -117,8 +173,23 @@ pub async fn metrics(
         .into_response())
 }
 
-/// `GET /ops/stream` — admin; Server-Sent Events: `snapshot` every second and `lifecycle`
-/// events as they happen. Ends when the server shuts down.
+/// The actor snapshot every second, and lifecycle events as they happen.
+///
+/// `GET /ops/stream` — admin; Server-Sent Events: `snapshot` (an `ActorSnapshot`) every second
+/// and `lifecycle` (spawn, stop, restart, passivate) as they happen. Ends when the server shuts
+/// down.
+#[utoipa::path(
+    get,
+    path = "/ops/stream",
+    tag = "ops",
+    responses(
+        (status = 200, description = "An endless Server-Sent Events stream of `snapshot` and \
+         `lifecycle` events, each with a JSON `data` line", content_type = "text/event-stream",
+         body = String),
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -152,7 +223,21 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// `GET /v1/events?after=msg_…&limit=…` — admin; the durable event outbox in recording order.
+/// The durable event outbox, in recording order.
+///
+/// `GET /v1/events?after=msg_…&limit=…` — admin; seed 000 envelopes with their `msg_id`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "ops",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "One page of events", body = EventList),
+        (status = 400, description = "`INVALID_FORMAT`: `limit`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn events(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -182,8 +267,25 @@ pub async fn events(
     Ok(Json(json!({"data": data, "next_cursor": next})))
 }
 
+/// Make a case actor panic (tests only).
+///
 /// `POST /ops/faults/cases/{case_id}/panic` — admin, and only with `testing.fault_injection`:
-/// makes the case actor panic while handling this request.
+/// makes the case actor panic while handling this request, which then answers 500.
+#[utoipa::path(
+    post,
+    path = "/ops/faults/cases/{case_id}/panic",
+    tag = "ops",
+    params(CasePath),
+    responses(
+        (status = 400, description = "`INVALID_FORMAT`: `case_id` is not a UUID", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: fault injection is disabled, or no such case", body = ErrorEnvelope),
+        AdminErrors,
+        (status = 500, description = "`INTERNAL_ERROR`: the actor panicked, as asked; it is \
+         restarted from its snapshot", body = ErrorEnvelope),
+        (status = 503, description = "`SERVICE_UNAVAILABLE`", body = ErrorEnvelope),
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn inject_panic(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -197,4 +299,101 @@ pub async fn inject_panic(
     let case_id = parse_case_id(&raw_id)?;
     state.cases.inject_panic(case_id).await?;
     Err(ApiError::internal())
+}
+
+// What the handlers above read and answer, for the OpenAPI document.
+
+/// Paging of `GET /v1/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Events recorded after this `msg_id`.
+    pub after: Option<String>,
+    /// Page size, 1-1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// Health in seed 001's shape.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
+    pub status: String,
+    pub version: String,
+    /// Seconds since start.
+    pub uptime: f64,
+    pub checks: HealthChecks,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// The individual checks.
+#[derive(Serialize, ToSchema)]
+pub struct HealthChecks {
+    pub store: StoreCheck,
+    /// The store check again when the store is Redis, else `{"status": "not_configured"}`.
+    #[schema(value_type = Object)]
+    pub redis: Value,
+    pub actors: ActorsCheck,
+}
+
+/// A store round trip.
+#[derive(Serialize, ToSchema)]
+pub struct StoreCheck {
+    #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
+    pub status: String,
+    /// `embedded` or `redis`.
+    pub kind: String,
+    /// Round-trip time; absent when the store is unreachable.
+    #[serde(rename = "latencyMs", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub latency_ms: Option<u64>,
+    /// Why the check is not healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<String>,
+}
+
+/// The case actors.
+#[derive(Serialize, ToSchema)]
+pub struct ActorsCheck {
+    pub status: String,
+    pub case_actors_live: u64,
+    pub restarts: u64,
+    pub shards: u64,
+}
+
+/// The actor system per kind.
+#[derive(Serialize, ToSchema)]
+pub struct ActorSnapshot {
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    /// Per actor kind (`case_actor`, `case_supervisor`, …): live count, messages handled,
+    /// handling time, mailbox depth, spawns, restarts, passivations.
+    #[schema(value_type = Object)]
+    pub kinds: Value,
+}
+
+/// One page of the outbox.
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<OutboxEvent>,
+    /// The last `msg_id` of this page (pass as `after`); `null` when the page is empty.
+    pub next_cursor: Option<String>,
+}
+
+/// A recorded event: the seed 000 envelope plus its message id.
+#[derive(Serialize, ToSchema)]
+pub struct OutboxEvent {
+    /// `msg_` + ULID; the `webhook-id` of every delivery of this event.
+    #[schema(pattern = "^msg_[0-9A-Z]{26}$")]
+    pub msg_id: String,
+    /// `case.created`, `case.updated`, `case.escalated`, `case.resolved`, `review.requested`,
+    /// `review.completed`, `feedback.received`, …
+    pub event: String,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    pub workflow: String,
+    #[schema(value_type = Object)]
+    pub data: Value,
 }

@@ -6,11 +6,15 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use casehub_actors::case::ReviewDecision;
 use casehub_actors::domain::{ReviewAction, ReviewId};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use crate::auth::ReviewerClaims;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Fields, JsonObject, QueryPairs};
+use crate::openapi::{self, BodyErrors, ErrorEnvelope, KeyErrors, ServerErrors};
 use crate::state::AppState;
 
 fn parse_review_id(raw: &str) -> ApiResult<ReviewId> {
@@ -75,7 +79,27 @@ async fn act(
     })))
 }
 
-/// `GET /webhook/support/review/{review_id}/{approve|reject}?reviewer=…&comments=…`
+/// Approve or reject a review.
+///
+/// `GET /webhook/support/review/{review_id}/{approve|reject}?reviewer=…&comments=…`. Approve
+/// delivers the solution (`delivering`); reject escalates the case (`escalated`). A reviewer
+/// token acts only on reviews of its rooms and names the reviewer itself.
+#[utoipa::path(
+    get,
+    path = "/webhook/support/review/{review_id}/{action}",
+    tag = "reviews",
+    params(ReviewPath, DecideQuery),
+    responses(
+        (status = 200, description = "The review was decided", body = ReviewActionResponse),
+        (status = 400, description = "`INVALID_FORMAT` (`review_id` or `action`) or \
+         `MISSING_FIELD` (`reviewer`, with an API key)", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such review", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED`, `INVALID_STATE` or `ALREADY_CLAIMED` \
+         (another reviewer holds the claim)", body = ErrorEnvelope),
+        KeyErrors, ServerErrors,
+    ),
+    security(("api_key" = []), ("reviewer_token" = [])),
+)]
 pub async fn decide(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -123,7 +147,28 @@ pub async fn decide(
     act(&state, claims, decision).await
 }
 
-/// `POST /webhook/support/review/{review_id}/edit`
+/// Approve a review with an edited solution.
+///
+/// `POST /webhook/support/review/{review_id}/edit`. The edited solution is delivered to the
+/// customer (`delivering`).
+#[utoipa::path(
+    post,
+    path = "/webhook/support/review/{review_id}/edit",
+    tag = "reviews",
+    params(
+        ("review_id" = String, Path, pattern = "^rev-[a-z0-9]{12,}$",
+         description = "`rev-` and 12 or more lowercase letters or digits"),
+    ),
+    request_body = ReviewEditBody,
+    responses(
+        (status = 200, description = "The edited solution is being delivered", body = ReviewActionResponse),
+        (status = 400, description = "`VALIDATION_ERROR`, `MISSING_FIELD` or `INVALID_FORMAT`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such review", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED`, `INVALID_STATE` or `ALREADY_CLAIMED`", body = ErrorEnvelope),
+        KeyErrors, BodyErrors, ServerErrors,
+    ),
+    security(("api_key" = []), ("reviewer_token" = [])),
+)]
 pub async fn edit(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -152,4 +197,57 @@ pub async fn edit(
         edit_reason,
     };
     act(&state, claims, decision).await
+}
+
+// What the handlers above read and answer, for the OpenAPI document.
+
+/// The review and what to do with it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReviewPath {
+    /// `rev-` and 12 or more lowercase letters or digits.
+    #[param(pattern = "^rev-[a-z0-9]{12,}$")]
+    pub review_id: String,
+    /// `approve` or `reject`; an edit is `POST …/{review_id}/edit`.
+    #[param(pattern = "^(approve|reject)$")]
+    pub action: String,
+}
+
+/// Who decides, and why.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DecideQuery {
+    /// The acting reviewer; required with an API key, ignored with a reviewer token (its
+    /// subject acts).
+    pub reviewer: Option<String>,
+    /// Cut at 5000 characters.
+    pub comments: Option<String>,
+}
+
+/// An edited solution.
+#[derive(Serialize, ToSchema)]
+pub struct ReviewEditBody {
+    /// The acting reviewer; required with an API key, ignored with a reviewer token (its
+    /// subject acts).
+    #[schema(max_length = 200)]
+    pub reviewer: Option<String>,
+    /// The solution the customer receives.
+    #[schema(min_length = 1, max_length = 20_000)]
+    pub edited_solution: String,
+    #[schema(min_length = 1, max_length = 2_000)]
+    pub edit_reason: String,
+}
+
+/// The answer to a review action.
+#[derive(Serialize, ToSchema)]
+pub struct ReviewActionResponse {
+    pub success: bool,
+    pub review_id: String,
+    pub case_id: Uuid,
+    #[schema(value_type = openapi::wire::ReviewAction)]
+    pub action: String,
+    /// `delivering` after approve or edit, `escalated` after reject.
+    #[schema(value_type = openapi::wire::CaseStatus)]
+    pub status: String,
+    pub message: String,
 }

@@ -9,12 +9,16 @@ use axum::http::HeaderMap;
 use casehub_actors::case::CollaborativeRequest;
 use casehub_actors::domain::*;
 use casehub_actors::links::LinkAction;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
-use super::views::{case_links, intake_response};
+use super::views::{ClassificationView, SolutionView, case_links, intake_response};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, Fields, JsonObject, QueryPairs};
+use crate::openapi::{self, BodyErrors, ErrorEnvelope, KeyErrors, ServerErrors};
 use crate::state::AppState;
 
 /// Longest description accepted (seed 000).
@@ -66,7 +70,26 @@ pub fn parse_intake(body: &serde_json::Map<String, Value>) -> ApiResult<Intake> 
     })
 }
 
-/// `POST /webhook/support/intake`
+/// Create and triage a case.
+///
+/// `POST /webhook/support/intake`. The answer is sent once the case is durably stored and its
+/// `case.created` event durably queued. A critical priority or an `escalate` path opens a review
+/// at once (`status: pending_review`, with `review_id`).
+#[utoipa::path(
+    post,
+    path = "/webhook/support/intake",
+    tag = "support",
+    params(IdempotencyKey),
+    request_body = IntakeBody,
+    responses(
+        (status = 200, description = "The case, triaged; a replay of the first answer for a \
+         repeated `Idempotency-Key`", body = IntakeResponse),
+        (status = 400, description = "`VALIDATION_ERROR` or `MISSING_FIELD` naming every \
+         failing field, or `INVALID_FORMAT` for a body that is not a JSON object", body = ErrorEnvelope),
+        KeyErrors, BodyErrors, ServerErrors,
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn intake(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -77,7 +100,27 @@ pub async fn intake(
     create_case(&state, &caller, &headers, body).await
 }
 
-/// `POST /webhook/support/intake/{key}` (the key as a path token).
+/// Create and triage a case, with the API key as a path token.
+///
+/// `POST /webhook/support/intake/{key}` (seed 000), for senders that cannot set headers;
+/// otherwise the same as `POST /webhook/support/intake`.
+#[utoipa::path(
+    post,
+    path = "/webhook/support/intake/{key}",
+    tag = "support",
+    params(
+        ("key" = String, Path, description = "An API key from `auth.api_keys`"),
+        IdempotencyKey,
+    ),
+    request_body = IntakeBody,
+    responses(
+        (status = 200, description = "The case, triaged; a replay of the first answer for a \
+         repeated `Idempotency-Key`", body = IntakeResponse),
+        (status = 400, description = "`VALIDATION_ERROR` or `MISSING_FIELD` naming every \
+         failing field, or `INVALID_FORMAT` for a body that is not a JSON object", body = ErrorEnvelope),
+        KeyErrors, BodyErrors, ServerErrors,
+    ),
+)]
 pub async fn intake_with_path_key(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -140,7 +183,25 @@ async fn create_case(
     Ok(Json(intake_response(&result?, links)))
 }
 
-/// `POST /webhook/support/self-service`
+/// Offer a knowledge-base solution the customer can approve or reject.
+///
+/// `POST /webhook/support/self-service`. Answers the solution and signed `approve` / `reject`
+/// links. `force: true` re-runs self-service from `triaged`, `in_progress` or `escalated`.
+#[utoipa::path(
+    post,
+    path = "/webhook/support/self-service",
+    tag = "support",
+    request_body = SelfServiceBody,
+    responses(
+        (status = 200, description = "The case is `in_progress` with a solution on offer", body = SelfServiceResponse),
+        (status = 400, description = "`VALIDATION_ERROR`, `MISSING_FIELD` or `INVALID_FORMAT`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such case, or `customer_id` does not match it", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED` (already offered, without `force`) or \
+         `INVALID_STATE` (the case's path is not self-service; `details.status`)", body = ErrorEnvelope),
+        KeyErrors, BodyErrors, ServerErrors,
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn self_service(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -178,7 +239,25 @@ pub async fn self_service(
     })))
 }
 
-/// `GET /webhook/support/approve/{case_id}?action=approve|reject&token=…`
+/// The customer's answer to a self-service offer.
+///
+/// `GET /webhook/support/approve/{case_id}?action=approve|reject&token=…`: the link the hub
+/// handed out. Approve moves the case to `executing`; reject opens a review (`pending_review`,
+/// with `review_id`).
+#[utoipa::path(
+    get,
+    path = "/webhook/support/approve/{case_id}",
+    tag = "support",
+    params(CasePath, ApproveQuery),
+    responses(
+        (status = 200, description = "The decision was recorded", body = ApproveResponse),
+        (status = 400, description = "`INVALID_FORMAT`: `case_id` is not a UUID or `action` is unknown", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such case", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED` or `INVALID_STATE` (no offer awaits an answer)", body = ErrorEnvelope),
+        KeyErrors, ServerErrors,
+    ),
+    security(("link_token" = []), ("api_key" = [])),
+)]
 pub async fn approve(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -229,7 +308,25 @@ pub async fn approve(
     Ok(Json(body))
 }
 
-/// `GET /webhook/support/feedback/{case_id}?score=1..5&comment=…&token=…`
+/// Rate a resolved case; closes it.
+///
+/// `GET /webhook/support/feedback/{case_id}?score=1..5&comment=…&token=…`, once per case.
+#[utoipa::path(
+    get,
+    path = "/webhook/support/feedback/{case_id}",
+    tag = "support",
+    params(CasePath, FeedbackQuery),
+    responses(
+        (status = 200, description = "The feedback was recorded and the case closed", body = FeedbackResponse),
+        (status = 400, description = "`VALIDATION_ERROR` or `MISSING_FIELD` for `score`, or \
+         `INVALID_FORMAT` for `case_id`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such case", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED` (feedback given) or `INVALID_STATE` \
+         (the case is not `resolved`)", body = ErrorEnvelope),
+        KeyErrors, ServerErrors,
+    ),
+    security(("link_token" = []), ("api_key" = [])),
+)]
 pub async fn feedback(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -281,7 +378,24 @@ pub async fn feedback(
     })))
 }
 
-/// `POST /webhook/support/collaborative`
+/// Open a human review of a case in a review room.
+///
+/// `POST /webhook/support/collaborative`. The case moves to `pending_review`; reviewers in the
+/// assigned room see it live.
+#[utoipa::path(
+    post,
+    path = "/webhook/support/collaborative",
+    tag = "support",
+    request_body = CollaborativeBody,
+    responses(
+        (status = 200, description = "The review is open", body = CollaborativeResponse),
+        (status = 400, description = "`VALIDATION_ERROR`, `MISSING_FIELD` or `INVALID_FORMAT`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such case, or `customer_id` does not match it", body = ErrorEnvelope),
+        (status = 409, description = "`ALREADY_PROCESSED` or `INVALID_STATE` (`details.status`)", body = ErrorEnvelope),
+        KeyErrors, BodyErrors, ServerErrors,
+    ),
+    security(("api_key" = [])),
+)]
 pub async fn collaborative(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -320,4 +434,209 @@ pub async fn collaborative(
         },
         "message": "Your case has been escalated for specialist review.",
     })))
+}
+
+// What the handlers above read and answer, for the OpenAPI document. The handlers validate raw
+// JSON field by field (to report every failing field at once), so these types only describe.
+
+/// The optional `Idempotency-Key` header of intake.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header, names("Idempotency-Key"))]
+pub struct IdempotencyKey(
+    /// 1-255 visible ASCII characters. A repeat within `idempotency.ttl` (24 h) returns the
+    /// original answer and creates nothing.
+    #[param(min_length = 1, max_length = 255)]
+    pub Option<String>,
+);
+
+/// A case id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CasePath {
+    /// The case (UUID v4).
+    pub case_id: Uuid,
+}
+
+/// The query of the approve link.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApproveQuery {
+    /// The customer's answer; `approve` when absent.
+    #[param(inline, value_type = Option<openapi::wire::Decision>)]
+    pub action: Option<String>,
+}
+
+/// The query of the feedback link.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedbackQuery {
+    /// The customer's satisfaction, 1 (worst) to 5 (best).
+    #[param(minimum = 1, maximum = 5)]
+    pub score: u8,
+    /// Free text; trimmed and cut at 2000 characters.
+    pub comment: Option<String>,
+}
+
+/// A support request (seed 000). Unknown fields are ignored; `null` counts as absent.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "customer_email": "john.doe@example.com", "customer_name": "John Doe",
+    "description": "Our SSL certificate expired and browsers show a certificate error.",
+    "severity": "high", "environment": "production"
+}))]
+pub struct IntakeBody {
+    /// A valid email address.
+    #[schema(format = Email, min_length = 1, max_length = 254)]
+    pub customer_email: String,
+    #[schema(min_length = 1, max_length = 200)]
+    pub customer_name: String,
+    /// What is wrong, 10-10000 characters.
+    #[schema(min_length = 10, max_length = 10_000)]
+    pub description: String,
+    /// When absent the hub derives a stable one from the email (UUID v5).
+    pub customer_id: Option<Uuid>,
+    /// The caller's view of the urgency; triage may raise the priority above it.
+    #[schema(value_type = Option<openapi::wire::Severity>)]
+    pub severity: Option<String>,
+    #[schema(max_length = 200)]
+    pub product: Option<String>,
+    #[schema(max_length = 100)]
+    pub product_version: Option<String>,
+    #[schema(value_type = Option<openapi::wire::Environment>)]
+    pub environment: Option<String>,
+    /// How the request reached the caller; `webhook` when absent.
+    #[schema(value_type = Option<openapi::wire::Channel>)]
+    pub channel: Option<String>,
+    /// Free-form; kept with the case.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// The intake answer (seed 000 plus `customer_id`).
+#[derive(Serialize, ToSchema)]
+pub struct IntakeResponse {
+    pub success: bool,
+    pub case_id: Uuid,
+    pub customer_id: Uuid,
+    /// `REQ-YYYYMMDD-` and 6 or more alphanumerics.
+    #[schema(pattern = "^REQ-[0-9]{8}-[A-Za-z0-9]{6,}$")]
+    pub request_id: String,
+    /// `triaged`, or `pending_review` when a review opened at intake.
+    #[schema(value_type = openapi::wire::CaseStatus)]
+    pub status: String,
+    pub classification: ClassificationView,
+    pub message: String,
+    pub estimated_response_time: String,
+    /// Signed link to `GET /webhook/support/status/{case_id}`.
+    #[schema(format = "uri")]
+    pub tracking_url: String,
+    /// The review opened at intake, when `status` is `pending_review`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
+    /// `#room` of that review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_channel: Option<String>,
+}
+
+/// Which case to offer self-service for.
+#[derive(Serialize, ToSchema)]
+pub struct SelfServiceBody {
+    pub case_id: Uuid,
+    /// Must match the case.
+    pub customer_id: Uuid,
+    /// Re-run self-service from `triaged`, `in_progress` or `escalated`.
+    pub force: Option<bool>,
+}
+
+/// The self-service answer (seed 000 plus the solution and its links).
+#[derive(Serialize, ToSchema)]
+pub struct SelfServiceResponse {
+    pub success: bool,
+    pub case_id: Uuid,
+    /// `in_progress`.
+    #[schema(value_type = openapi::wire::CaseStatus)]
+    pub status: String,
+    pub resolution: SelfServiceResolution,
+    pub solution: SolutionView,
+    pub links: OfferLinks,
+    pub message: String,
+}
+
+/// A summary of the offered solution.
+#[derive(Serialize, ToSchema)]
+pub struct SelfServiceResolution {
+    pub solution_provided: bool,
+    /// `automated` when the solution has an automated fix, else `manual`.
+    #[schema(pattern = "^(automated|manual)$")]
+    pub solution_type: String,
+    /// Minutes.
+    pub estimated_time: u32,
+    pub steps_count: u32,
+}
+
+/// The customer's signed answer links.
+#[derive(Serialize, ToSchema)]
+pub struct OfferLinks {
+    #[schema(format = "uri")]
+    pub approve: String,
+    #[schema(format = "uri")]
+    pub reject: String,
+}
+
+/// The approve link's answer.
+#[derive(Serialize, ToSchema)]
+pub struct ApproveResponse {
+    pub success: bool,
+    pub case_id: Uuid,
+    #[schema(value_type = openapi::wire::Decision)]
+    pub action: String,
+    /// `executing` after approve, `pending_review` after reject.
+    #[schema(value_type = openapi::wire::CaseStatus)]
+    pub status: String,
+    pub message: String,
+    /// The review opened by a reject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
+    /// `#room` of that review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_channel: Option<String>,
+}
+
+/// The feedback link's answer.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackResponse {
+    pub success: bool,
+    pub case_id: Uuid,
+    pub feedback_received: bool,
+    pub message: String,
+}
+
+/// Which case to review, and how urgently.
+#[derive(Serialize, ToSchema)]
+pub struct CollaborativeBody {
+    pub case_id: Uuid,
+    /// Must match the case.
+    pub customer_id: Uuid,
+    /// `normal` when absent.
+    #[schema(value_type = Option<openapi::wire::Urgency>)]
+    pub urgency: Option<String>,
+    #[schema(max_length = 500)]
+    pub specialist_request: Option<String>,
+    #[schema(max_length = 10_000)]
+    pub additional_context: Option<String>,
+}
+
+/// The collaborative answer.
+#[derive(Serialize, ToSchema)]
+pub struct CollaborativeResponse {
+    pub success: bool,
+    pub case_id: Uuid,
+    pub review_id: String,
+    /// `pending_review`.
+    #[schema(value_type = openapi::wire::CaseStatus)]
+    pub status: String,
+    /// `#room` the review was routed to.
+    pub assigned_channel: String,
+    pub estimated_review_time: String,
+    pub message: String,
 }

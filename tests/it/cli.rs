@@ -102,7 +102,7 @@ async fn json_logs_carry_the_request_id() {
         .unwrap()
         .port();
     let dir = tempfile::TempDir::new().unwrap();
-    let mut child = casehub()
+    let child = casehub()
         .env("CASEHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("CASEHUB__STORE__DATA_DIR", dir.path())
         .env("CASEHUB__LOG__FORMAT", "json")

@@ -6,6 +6,7 @@ mod crash;
 mod errors;
 mod harness;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod security;
 mod supervision;
