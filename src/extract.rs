@@ -40,6 +40,20 @@ impl QueryPairs {
     }
 }
 
+impl QueryPairs {
+    /// A page size: `default` when absent, else an integer in `1..=max` (400 otherwise).
+    pub fn page_size(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::invalid_format(name, format!("{name} must be 1-{max}"))),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;
 

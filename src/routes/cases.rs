@@ -104,16 +104,7 @@ pub async fn list(
             )
         })?),
     };
-    let limit = match query.get("limit") {
-        None => PAGE_DEFAULT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=PAGE_MAX).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid_format("limit", format!("limit must be 1-{PAGE_MAX}"))
-            })?,
-    };
+    let limit = query.page_size("limit", PAGE_DEFAULT, PAGE_MAX)?;
     let cursor = match query.get("cursor") {
         None | Some("") => None,
         Some(c) if decode_cursor(c).is_some() => Some(c.to_string()),

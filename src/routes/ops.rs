@@ -245,14 +245,7 @@ pub async fn events(
     query: QueryPairs,
 ) -> ApiResult<Json<Value>> {
     state.auth.require_admin(&headers, ip)?;
-    let limit = match query.get("limit") {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::invalid_format("limit", "limit must be 1-1000"))?,
-    };
+    let limit = query.page_size("limit", 100, 1000)?;
     let after = query.get("after").filter(|a| !a.is_empty());
     let events = state.store.outbox(after, limit).await?;
     let next = events.last().map(|e| e.msg_id.clone());

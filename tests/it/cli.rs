@@ -126,8 +126,8 @@ async fn json_logs_carry_the_request_id() {
     let logs = String::from_utf8_lossy(&out.stderr);
     let mut found = false;
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
         if line.contains(&request_id) {
             assert!(v["level"].is_string());
             found = true;
