@@ -34,4 +34,6 @@ pub enum Command {
         #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Follow /ops/stream live: a refreshing table on a terminal, plain lines otherwise.
+    Tail(crate::tail::TailArgs),
 }

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod tail;
 pub mod telemetry;
 
 pub use app::Application;

@@ -10,3 +10,4 @@ mod openapi;
 mod ops;
 mod security;
 mod supervision;
+mod tail;
