@@ -50,6 +50,8 @@ pub struct Settings {
     pub triage: TriageSettings,
     pub reviews: ReviewRouting,
     pub alerts: AlertSettings,
+    pub delivery: DeliverySettings,
+    pub widget: WidgetSettings,
     pub idempotency: IdempotencySettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
@@ -145,6 +147,28 @@ pub struct TriageSettings {
     pub rules_file: String,
     pub knowledge_base_file: String,
     pub similar_cases_window: usize,
+}
+
+/// Webhooks in and out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub allow_private_targets: bool,
+    /// Secret for `POST /api/webhooks/receive`; empty accepts unsigned requests.
+    pub inbound_secret: Secret,
+    /// Standard Webhooks timestamps further than this from now are refused.
+    #[serde(with = "humantime_serde")]
+    pub inbound_tolerance: Duration,
+}
+
+/// The embeddable contact form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidgetSettings {
+    /// Keys accepted by `POST /api/widget/contact` (body `apiKey` or `X-API-Key`).
+    pub api_keys: Vec<Secret>,
+    /// Origins allowed by CORS; `"*"` allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +333,17 @@ impl Settings {
             return fail("cases.passivation_sweep: must be positive".into());
         }
         self.reviews.validate().map_err(SettingsError)?;
+        if self.delivery.inbound_tolerance.is_zero() {
+            return fail("delivery.inbound_tolerance: must be positive".into());
+        }
+        for (i, origin) in self.widget.allowed_origins.iter().enumerate() {
+            let ok = origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
+            if !ok {
+                return fail(format!(
+                    "widget.allowed_origins[{i}]: {origin:?} is not \"*\" or an http(s) origin"
+                ));
+            }
+        }
         if self.alerts.threshold == 0 {
             return fail("alerts.threshold: must be at least 1".into());
         }
@@ -334,6 +369,7 @@ impl Settings {
         a.api_keys
             .iter()
             .map(|k| k.key.expose())
+            .chain(self.widget.api_keys.iter().map(Secret::expose))
             .chain([a.reviewer_secret.expose(), a.link_secret.expose()])
             .any(|s| DEV_SECRETS.contains(&s))
     }
