@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod bus;
+pub mod delivery;
 pub mod case;
 pub mod clock;
 pub mod domain;

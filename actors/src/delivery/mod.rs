@@ -1,0 +1,8 @@
+//! Outgoing webhooks: signatures, event subscriptions and the address guard. The endpoint API,
+//! the durable queue and the delivery worker pool build on these.
+
+pub mod pattern;
+pub mod signing;
+pub mod ssrf;
+
+pub use pattern::EventPattern;
