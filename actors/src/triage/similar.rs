@@ -196,14 +196,15 @@ impl SimilarCases {
         query.dedup();
 
         let index = self.index.read();
-        let (Some(first), Some(last)) = (index.docs.front(), index.docs.back()) else {
+        if index.docs.is_empty() {
             return Vec::new();
-        };
-        let base = first.seq;
+        }
         let n = index.docs.len() as f64;
         let avgdl = (index.total_len as f64 / n).max(1.0);
         // Scores by sequence offset; terms in sorted order so float sums are reproducible.
-        let mut scores = vec![0.0f64; (last.seq - base + 1) as usize];
+        // Sparse accumulation: only documents sharing a term are touched, so a query costs
+        // O(postings read), never O(window).
+        let mut scores: HashMap<u64, f64> = HashMap::new();
         for term in &query {
             let Some(list) = index.postings.get(term) else {
                 continue;
@@ -211,18 +212,17 @@ impl SimilarCases {
             let df = list.len() as f64;
             let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
             for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
-                let at = (p.seq - base) as usize;
                 let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
                 let tf = f64::from(p.tf);
-                scores[at] += idf * tf * (K1 + 1.0) / (tf + norm);
+                *scores.entry(p.seq).or_default() += idf * tf * (K1 + 1.0) / (tf + norm);
             }
         }
-        let mut scored: Vec<(f64, Uuid)> = index
-            .docs
-            .iter()
-            .filter_map(|d| {
-                let score = scores[(d.seq - base) as usize];
-                (score > 0.0 && Some(d.id) != exclude).then_some((score, d.id))
+        let mut scored: Vec<(f64, Uuid)> = scores
+            .into_iter()
+            .filter(|(_, score)| *score > 0.0)
+            .filter_map(|(seq, score)| {
+                let id = index.docs[index.position(seq)?].id;
+                (Some(id) != exclude).then_some((score, id))
             })
             .collect();
         let by_rank = |a: &(f64, Uuid), b: &(f64, Uuid)| match b.0.total_cmp(&a.0) {
