@@ -337,7 +337,8 @@ impl Settings {
             return fail("delivery.inbound_tolerance: must be positive".into());
         }
         for (i, origin) in self.widget.allowed_origins.iter().enumerate() {
-            let ok = origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
+            let ok =
+                origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
             if !ok {
                 return fail(format!(
                     "widget.allowed_origins[{i}]: {origin:?} is not \"*\" or an http(s) origin"

@@ -10,9 +10,9 @@
 
 pub mod alerts;
 pub mod bus;
-pub mod delivery;
 pub mod case;
 pub mod clock;
+pub mod delivery;
 pub mod domain;
 pub mod links;
 pub mod routing;

@@ -1,8 +1,10 @@
 //! Outgoing webhooks: signatures, event subscriptions and the address guard. The endpoint API,
 //! the durable queue and the delivery worker pool build on these.
 
+pub mod endpoint;
 pub mod pattern;
 pub mod signing;
 pub mod ssrf;
 
+pub use endpoint::{Endpoint, EndpointStatus};
 pub use pattern::EventPattern;

@@ -270,6 +270,36 @@ pub async fn standalone_events(store: SharedStore) {
     assert_eq!(store.outbox(None, 10).await.unwrap(), events);
 }
 
+/// Endpoints are stored, listed in creation order, replaced and deleted.
+pub async fn endpoints(store: SharedStore) {
+    use crate::delivery::{Endpoint, EndpointStatus, EventPattern};
+    let now = Utc::now();
+    let a = Endpoint::new(
+        "https://a.example/hook".into(),
+        vec![EventPattern::All],
+        now,
+    );
+    let mut b = Endpoint::new(
+        "https://b.example/hook".into(),
+        vec![EventPattern::parse("case.*").unwrap()],
+        now,
+    );
+    store.put_endpoint(&a).await.unwrap();
+    store.put_endpoint(&b).await.unwrap();
+    assert_eq!(store.load_endpoint(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.load_endpoint("wh_missing").await.unwrap(), None);
+    b.status = EndpointStatus::Paused;
+    b.rotate_secret(now);
+    store.put_endpoint(&b).await.unwrap();
+    assert_eq!(
+        store.list_endpoints().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(store.delete_endpoint(&a.id).await.unwrap());
+    assert!(!store.delete_endpoint(&a.id).await.unwrap());
+    assert_eq!(store.list_endpoints().await.unwrap(), vec![b]);
+}
+
 /// Runs every check, each on a store from `fresh`.
 pub async fn run_all<F, Fut>(fresh: F)
 where
@@ -281,6 +311,7 @@ where
     list_newest_first(fresh().await).await;
     concurrent_commits(fresh().await).await;
     standalone_events(fresh().await).await;
+    endpoints(fresh().await).await;
 }
 
 #[cfg(test)]

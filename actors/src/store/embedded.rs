@@ -14,6 +14,7 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor, encode_cursor};
+use crate::delivery::Endpoint;
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
 const CASES: TableDefinition<u128, &[u8]> = TableDefinition::new("cases");
@@ -24,6 +25,9 @@ const REVIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("reviews");
 const IDEMPOTENCY: TableDefinition<&str, (u128, i64)> = TableDefinition::new("idempotency");
 /// msg id (ULID-ordered) → event JSON
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+
+/// endpoint id (ULID-ordered) → endpoint JSON
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
 /// Most commits folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -36,6 +40,8 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 enum Write {
     Commit(Box<Commit>),
     Events(Vec<Event>),
+    PutEndpoint(Box<Endpoint>),
+    DeleteEndpoint(String),
 }
 
 /// The embedded, durable store.
@@ -78,6 +84,7 @@ impl EmbeddedStore {
             txn.open_table(REVIEWS).map_err(backend)?;
             txn.open_table(IDEMPOTENCY).map_err(backend)?;
             txn.open_table(OUTBOX).map_err(backend)?;
+            txn.open_table(ENDPOINTS).map_err(backend)?;
             txn.commit().map_err(backend)?;
         }
         let db = Arc::new(db);
@@ -152,9 +159,21 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
         let mut reviews = txn.open_table(REVIEWS).map_err(backend)?;
         let mut idem = txn.open_table(IDEMPOTENCY).map_err(backend)?;
         let mut outbox = txn.open_table(OUTBOX).map_err(backend)?;
+        let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
         for write in writes {
             let commit = match write {
                 Write::Commit(commit) => commit,
+                Write::PutEndpoint(endpoint) => {
+                    let bytes = serde_json::to_vec(endpoint).map_err(backend)?;
+                    endpoints
+                        .insert(endpoint.id.as_str(), bytes.as_slice())
+                        .map_err(backend)?;
+                    continue;
+                }
+                Write::DeleteEndpoint(id) => {
+                    endpoints.remove(id.as_str()).map_err(backend)?;
+                    continue;
+                }
                 Write::Events(events) => {
                     for event in events {
                         let bytes = serde_json::to_vec(event).map_err(backend)?;
@@ -321,6 +340,41 @@ impl SnapshotStore for EmbeddedStore {
             }
             Ok(out)
         })
+    }
+
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        self.write(Write::PutEndpoint(Box::new(endpoint.clone())))
+            .await
+    }
+
+    async fn load_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(ENDPOINTS).map_err(backend)?;
+            match table.get(id).map_err(backend)? {
+                Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(corrupt),
+                None => Ok(None),
+            }
+        })
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(ENDPOINTS).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in table.range::<&str>(..).map_err(backend)? {
+                let (_, v) = entry.map_err(backend)?;
+                out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        if self.load_endpoint(id).await?.is_none() {
+            return Ok(false);
+        }
+        self.write(Write::DeleteEndpoint(id.to_string())).await?;
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

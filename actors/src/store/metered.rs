@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{CasePage, CaseQuery, Commit, SharedStore, SnapshotStore, StoreError};
+use crate::delivery::Endpoint;
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 use crate::telemetry::Telemetry;
 
@@ -78,6 +79,26 @@ impl SnapshotStore for MeteredStore {
 
     async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.timed("outbox", self.inner.outbox(after, limit)).await
+    }
+
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        self.timed("put_endpoint", self.inner.put_endpoint(endpoint))
+            .await
+    }
+
+    async fn load_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.timed("load_endpoint", self.inner.load_endpoint(id))
+            .await
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        self.timed("list_endpoints", self.inner.list_endpoints())
+            .await
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        self.timed("delete_endpoint", self.inner.delete_endpoint(id))
+            .await
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::delivery::Endpoint;
 use crate::domain::{Case, CaseId, CaseStatus, Event, Review, ReviewId};
 
 /// What can go wrong in a store.
@@ -103,6 +104,18 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Outbox events in recording order, after `after` (a msg id), at most `limit`.
     async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Creates or replaces a webhook endpoint, durably.
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
+
+    /// One endpoint.
+    async fn load_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Every endpoint, oldest first.
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Removes an endpoint; false when there was none.
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError>;
 
     /// A cheap round trip, for health; returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;

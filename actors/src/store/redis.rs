@@ -9,6 +9,7 @@
 //! | `{p}idem_index` | sorted set | idempotency keys by creation millis, for purging |
 //! | `{p}outbox` | sorted set, lex | message ids (ULIDs sort by creation) |
 //! | `{p}events` | hash | message id → event (JSON) |
+//! | `{p}endpoints` | hash | webhook endpoint id → endpoint (JSON) |
 //!
 //! A commit is one `MULTI`/`EXEC`, so a snapshot and the events it caused land together or not at
 //! all. Every operation has a deadline: while Redis is unreachable callers get
@@ -23,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
 use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor};
+use crate::delivery::Endpoint;
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
 /// Listing scans the index in batches of this many entries.
@@ -304,6 +306,41 @@ impl SnapshotStore for RedisStore {
             })
             .await?;
         raws.into_iter().flatten().map(|r| decode(&r)).collect()
+    }
+
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let key = self.key("endpoints");
+        let bytes = encode(endpoint)?;
+        let id = endpoint.id.clone();
+        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, id, bytes).await })
+            .await
+    }
+
+    async fn load_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        let key = self.key("endpoints");
+        let id = id.to_string();
+        let raw: Option<Vec<u8>> = self
+            .run(|mut c| async move { c.hget(key, id).await })
+            .await?;
+        raw.map(|r| decode(&r)).transpose()
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        let key = self.key("endpoints");
+        let all: std::collections::BTreeMap<String, Vec<u8>> = self
+            .run(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        // Ids are ULIDs, so key order is creation order.
+        all.values().map(|raw| decode(raw)).collect()
+    }
+
+    async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        let key = self.key("endpoints");
+        let id = id.to_string();
+        let removed: usize = self
+            .run(|mut c| async move { c.hdel(key, id).await })
+            .await?;
+        Ok(removed > 0)
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {
