@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -86,6 +86,25 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
+        let RawJson { object, .. } = RawJson::from_request(req, state).await?;
+        Ok(JsonObject(object))
+    }
+}
+
+/// A JSON object body together with the exact bytes it was parsed from, for handlers that
+/// verify a signature over the raw body. Rejects exactly as [`JsonObject`] does.
+#[derive(Debug)]
+pub struct RawJson {
+    /// The body as received.
+    pub bytes: Bytes,
+    /// The body parsed.
+    pub object: Map<String, Value>,
+}
+
+impl FromRequest<AppState> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -110,7 +129,7 @@ impl FromRequest<AppState> for JsonObject {
             )
         })?;
         match value {
-            Value::Object(map) => Ok(JsonObject(map)),
+            Value::Object(object) => Ok(RawJson { bytes, object }),
             _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "INVALID_FORMAT",

@@ -44,6 +44,7 @@ use crate::error::ApiError;
         (name = "support", description = "The support workflow (CONTRACT §3)"),
         (name = "reviews", description = "Human review actions over HTTP (CONTRACT §3)"),
         (name = "cases", description = "Reading cases"),
+        (name = "inbound", description = "Cases pushed by other systems and the contact form (CONTRACT §4)"),
         (name = "ops", description = "Operations: health, metrics, the actor tree, the outbox (CONTRACT §7)")
     )
 )]
@@ -86,6 +87,27 @@ impl Modify for SecuritySchemes {
                 .into(),
         );
         components.add_security_scheme("reviewer_token", SecurityScheme::Http(reviewer));
+        components.add_security_scheme(
+            "widget_key",
+            header_key("A key from `widget.api_keys`; the body's `apiKey` works too."),
+        );
+        components.add_security_scheme(
+            "webhook_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Webhook-Signature",
+                "Hex HMAC-SHA256 of the raw body, keyed by `delivery.inbound_secret`'s UTF-8 \
+                 bytes. Needed only while that secret is set.",
+            ))),
+        );
+        components.add_security_scheme(
+            "standard_webhooks",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "webhook-signature",
+                "Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature` \
+                 (`v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">`). Needed only while \
+                 `delivery.inbound_secret` is set.",
+            ))),
+        );
         components.add_security_scheme(
             "link_token",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(

@@ -5,6 +5,8 @@
 //! router and `GET /openapi.json` (see [`crate::openapi`]) list the same endpoints.
 
 pub mod cases;
+pub mod endpoints;
+pub mod inbound;
 pub mod ops;
 pub mod reviews;
 pub mod support;
@@ -34,6 +36,20 @@ fn limited(
     (schemas, paths, route)
 }
 
+/// Adds a CORS policy to a route, preflight included. No handler serves `OPTIONS`, so the
+/// preflight reaches the route's fallback; setting that fallback here (rather than leaving the
+/// default that `method_not_allowed_fallback` below replaces) keeps it inside the CORS layer.
+fn with_cors(
+    cors: tower_http::cors::CorsLayer,
+    (schemas, paths, route): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    (
+        schemas,
+        paths,
+        route.fallback(method_not_allowed).layer(cors),
+    )
+}
+
 /// Every route casehub serves, including `GET /openapi.json`, which describes all of them.
 pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
     let s = &state;
@@ -58,10 +74,22 @@ pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
                 Group::Collaborative,
                 routes!(support::collaborative),
             ))
+            .routes(limited(s, Group::Intake, routes!(inbound::receive)))
+            .routes(with_cors(
+                inbound::widget_cors(&s.settings.widget),
+                limited(s, Group::Intake, routes!(inbound::contact)),
+            ))
             .routes(limited(s, Group::Review, routes!(reviews::edit)))
             .routes(limited(s, Group::Review, routes!(reviews::decide)))
             .routes(routes!(cases::status))
             .routes(routes!(cases::list))
+            .routes(routes!(endpoints::list, endpoints::create))
+            .routes(routes!(
+                endpoints::get_one,
+                endpoints::patch,
+                endpoints::delete
+            ))
+            .routes(routes!(endpoints::rotate_secret))
             .routes(routes!(ops::events))
             .routes(routes!(ops::health, ops::health_head))
             .routes(routes!(ops::actors))

@@ -155,10 +155,15 @@ async fn create_case(
             Some(format!("{}:{k}", caller.fingerprint))
         }
     };
-    let links = &state.auth.links;
+    let case = create_once(state, intake, key).await?;
+    Ok(Json(intake_response(&case, &state.auth.links)))
+}
+
+/// Creates a case, at most once per `key` while `idempotency.ttl` lasts: a repeat gets the
+/// case the first request created (intake's `Idempotency-Key`, inbound `webhook-id`).
+pub async fn create_once(state: &AppState, intake: Intake, key: Option<String>) -> ApiResult<Case> {
     let Some(key) = key else {
-        let case = state.cases.create(intake, None).await?;
-        return Ok(Json(intake_response(&case, links)));
+        return Ok(state.cases.create(intake, None).await?);
     };
     // One creator per key at a time; the loser of a race finds the winner's record.
     let lock = {
@@ -169,18 +174,24 @@ async fn create_case(
     let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
         .unwrap_or(chrono::Duration::hours(24));
     let not_before = chrono::Utc::now() - ttl;
-    let result = match state.store.idempotent_case(&key, not_before).await? {
-        Some(id) => state.cases.get(id).await,
-        None => state.cases.create(intake, Some(key.clone())).await,
+    let result = match state.store.idempotent_case(&key, not_before).await {
+        Ok(Some(id)) => state.cases.get(id).await.map_err(ApiError::from),
+        Ok(None) => state
+            .cases
+            .create(intake, Some(key.clone()))
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e.into()),
     };
     drop(guard);
     {
         let mut locks = state.idempotency_locks.lock();
+        // Ours and the map's: nobody else waits on this key.
         if Arc::strong_count(&lock) <= 2 {
             locks.remove(&key);
         }
     }
-    Ok(Json(intake_response(&result?, links)))
+    result
 }
 
 /// Offer a knowledge-base solution the customer can approve or reject.

@@ -3,8 +3,10 @@
 
 mod cli;
 mod crash;
+mod endpoints;
 mod errors;
 mod harness;
+mod inbound;
 mod lifecycle;
 mod openapi;
 mod ops;

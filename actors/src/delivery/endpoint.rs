@@ -130,10 +130,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A new active endpoint with a fresh id and secret.
+    /// A new active endpoint with a fresh id (ordered by creation) and secret.
     pub fn new(url: String, events: Vec<EventPattern>, now: DateTime<Utc>) -> Self {
         Endpoint {
-            id: format!("wh_{}", ulid::Ulid::new()),
+            id: format!("wh_{}", crate::domain::new_ulid(now)),
             url,
             events,
             description: None,

@@ -108,17 +108,21 @@ pub fn new_request_id(now: DateTime<Utc>) -> String {
 static MSG_IDS: parking_lot::Mutex<ulid::Generator> =
     parking_lot::Mutex::new(ulid::Generator::new());
 
-/// A message (event) id: `msg_` + ULID. Ids sort in the order they were made.
-pub fn new_msg_id(now: DateTime<Utc>) -> String {
+/// A ULID for `now`, strictly after every earlier one made by this process.
+pub fn new_ulid(now: DateTime<Utc>) -> ulid::Ulid {
     let at = std::time::SystemTime::from(now);
-    let ulid = MSG_IDS
+    MSG_IDS
         .lock()
         .generate_from_datetime(at)
         .unwrap_or_else(|_| {
             // Only after 2^80 ids in one millisecond: fall back to a random one.
             ulid::Ulid::from_parts(now.timestamp_millis().max(0) as u64, rand::rng().random())
-        });
-    format!("msg_{ulid}")
+        })
+}
+
+/// A message (event) id: `msg_` + ULID. Ids sort in the order they were made.
+pub fn new_msg_id(now: DateTime<Utc>) -> String {
+    format!("msg_{}", new_ulid(now))
 }
 
 #[cfg(test)]

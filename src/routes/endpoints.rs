@@ -1,0 +1,471 @@
+//! Webhook endpoint management under `/v1/webhooks/endpoints` (CONTRACT §5, seed 003's shape).
+//! Admin only. The secret is answered on create and on rotation, never otherwise.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use casehub_actors::delivery::endpoint::{DeliveryOrdering, PayloadFormat, RetryPolicy};
+use casehub_actors::delivery::{Endpoint, EndpointStatus, EventPattern, ssrf};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::extract::{ClientIp, JsonObject};
+use crate::openapi::{AdminErrors, BodyErrors, ErrorEnvelope, ServerErrors};
+use crate::state::AppState;
+
+/// How long resolving an endpoint's host may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The fields of a create or patch body, each checked; `None` when absent.
+#[derive(Default)]
+struct EndpointFields {
+    url: Option<String>,
+    events: Option<Vec<EventPattern>>,
+    description: Option<Option<String>>,
+    status: Option<EndpointStatus>,
+    format: Option<PayloadFormat>,
+    retry_policy: Option<Option<RetryPolicy>>,
+    rate_limit: Option<Option<u32>>,
+    ordering: Option<DeliveryOrdering>,
+}
+
+fn typed<T: DeserializeOwned>(
+    body: &Map<String, Value>,
+    name: &str,
+    what: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    let value = body.get(name)?;
+    match serde_json::from_value(value.clone()) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            errors.push(FieldError {
+                field: name.into(),
+                error: format!("must be {what}"),
+            });
+            None
+        }
+    }
+}
+
+/// Checks the URL's form and that it does not resolve to a forbidden address.
+async fn check_url(raw: &str, allow_private: bool) -> Result<String, String> {
+    let url =
+        reqwest::Url::parse(raw).map_err(|_| "must be an absolute http(s) URL".to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must use http or https".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    let host = url.host_str().ok_or("must have a host")?.to_string();
+    if allow_private {
+        return Ok(url.to_string());
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| "host did not resolve in time".to_string())?
+        .map_err(|_| "host does not resolve".to_string())?;
+    let addrs: Vec<_> = resolved.map(|a| a.ip()).collect();
+    if addrs.is_empty() {
+        return Err("host does not resolve".into());
+    }
+    if addrs.iter().any(|ip| ssrf::is_forbidden(*ip)) {
+        return Err(
+            "resolves to a loopback, private, link-local or otherwise non-public address".into(),
+        );
+    }
+    Ok(url.to_string())
+}
+
+async fn parse_fields(
+    state: &AppState,
+    body: &Map<String, Value>,
+    creating: bool,
+) -> ApiResult<EndpointFields> {
+    let mut errors = Vec::new();
+    let mut missing = Vec::new();
+    let mut f = EndpointFields::default();
+    match body.get("url").and_then(Value::as_str) {
+        Some(raw) => match check_url(raw, state.settings.delivery.allow_private_targets).await {
+            Ok(url) => f.url = Some(url),
+            Err(e) => errors.push(FieldError {
+                field: "url".into(),
+                error: e,
+            }),
+        },
+        None if body.get("url").is_some() => errors.push(FieldError {
+            field: "url".into(),
+            error: "must be a string".into(),
+        }),
+        None if creating => {
+            missing.push("url".to_string());
+            errors.push(FieldError {
+                field: "url".into(),
+                error: "url is required".into(),
+            });
+        }
+        None => {}
+    }
+    match body.get("events") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= 100 => {
+            let parsed: Result<Vec<EventPattern>, String> = items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| "entries must be strings".to_string())
+                        .and_then(EventPattern::parse)
+                })
+                .collect();
+            match parsed {
+                Ok(p) => f.events = Some(p),
+                Err(e) => errors.push(FieldError {
+                    field: "events".into(),
+                    error: e,
+                }),
+            }
+        }
+        Some(_) => errors.push(FieldError {
+            field: "events".into(),
+            error: "must be a non-empty array of at most 100 event names or patterns".into(),
+        }),
+        None if creating => {
+            missing.push("events".to_string());
+            errors.push(FieldError {
+                field: "events".into(),
+                error: "events is required".into(),
+            });
+        }
+        None => {}
+    }
+    if let Some(v) = body.get("description") {
+        match v {
+            Value::Null => f.description = Some(None),
+            Value::String(s) if s.chars().count() <= 500 => {
+                f.description = Some(Some(s.trim().to_string()))
+            }
+            _ => errors.push(FieldError {
+                field: "description".into(),
+                error: "must be a string of at most 500 characters".into(),
+            }),
+        }
+    }
+    f.status = typed(body, "status", "one of active|paused|disabled", &mut errors);
+    f.format = typed(body, "format", "one of json|slack", &mut errors);
+    f.ordering = typed(body, "ordering", "one of parallel|fifo", &mut errors);
+    if let Some(v) = body.get("rate_limit") {
+        match v {
+            Value::Null => f.rate_limit = Some(None),
+            _ => match v.as_u64().filter(|n| (1..=10_000).contains(n)) {
+                Some(n) => f.rate_limit = Some(Some(n as u32)),
+                None => errors.push(FieldError {
+                    field: "rate_limit".into(),
+                    error: "must be deliveries per second, 1-10000, or null".into(),
+                }),
+            },
+        }
+    }
+    if let Some(v) = body.get("retry_policy") {
+        if v.is_null() {
+            f.retry_policy = Some(None);
+        } else {
+            match serde_json::from_value::<RetryPolicy>(v.clone()) {
+                Ok(p) => match p.validate() {
+                    Ok(()) => f.retry_policy = Some(Some(p)),
+                    Err(e) => errors.push(FieldError {
+                        field: "retry_policy".into(),
+                        error: e,
+                    }),
+                },
+                Err(_) => errors.push(FieldError {
+                    field: "retry_policy".into(),
+                    error: "must be {\"kind\": \"schedule\", \"delays\": [\"1s\", …]} or \
+                            {\"kind\": \"exponential\", \"base\", \"factor\", \"max_age\"}"
+                        .into(),
+                }),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(f)
+    } else {
+        Err(ApiError::fields(errors, &missing))
+    }
+}
+
+fn apply(endpoint: &mut Endpoint, f: EndpointFields) {
+    if let Some(url) = f.url {
+        endpoint.url = url;
+    }
+    if let Some(events) = f.events {
+        endpoint.events = events;
+    }
+    if let Some(description) = f.description {
+        endpoint.description = description.filter(|d| !d.is_empty());
+    }
+    if let Some(status) = f.status {
+        if status != EndpointStatus::Disabled {
+            endpoint.disabled_reason = None;
+        } else if endpoint.status != EndpointStatus::Disabled {
+            endpoint.disabled_reason = Some("disabled by an operator".into());
+        }
+        endpoint.status = status;
+    }
+    if let Some(format) = f.format {
+        endpoint.format = format;
+    }
+    if let Some(policy) = f.retry_policy {
+        endpoint.retry_policy = policy;
+    }
+    if let Some(limit) = f.rate_limit {
+        endpoint.rate_limit = limit;
+    }
+    if let Some(ordering) = f.ordering {
+        endpoint.ordering = ordering;
+    }
+}
+
+fn with_secret(endpoint: &Endpoint) -> Value {
+    let mut view = endpoint.view();
+    view["secret"] = json!(endpoint.secret);
+    view
+}
+
+async fn find(state: &AppState, id: &str) -> ApiResult<Endpoint> {
+    state
+        .store
+        .load_endpoint(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Webhook endpoint not found"))
+}
+
+/// `POST /v1/webhooks/endpoints` — 201 with the endpoint and its secret (shown only here).
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints",
+    operation_id = "create_endpoint",
+    tag = "webhooks",
+    request_body = EndpointBody,
+    responses(
+        (status = 201, description = "Created; `data.secret` is shown only now", body = EndpointEnvelope),
+        (status = 400, description = "`VALIDATION_ERROR` / `MISSING_FIELD`: url, events, …", body = ErrorEnvelope),
+        AdminErrors, BodyErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Response> {
+    state.auth.require_admin(&headers, ip)?;
+    let fields = parse_fields(&state, &body, true).await?;
+    let now = chrono::Utc::now();
+    let mut endpoint = Endpoint::new(String::new(), Vec::new(), now);
+    apply(&mut endpoint, fields);
+    state.store.put_endpoint(&endpoint).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"data": with_secret(&endpoint)})),
+    )
+        .into_response())
+}
+
+/// `GET /v1/webhooks/endpoints`
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints",
+    operation_id = "list_endpoints",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "Every endpoint, oldest first", body = EndpointList),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    let endpoints = state.store.list_endpoints().await?;
+    let data: Vec<Value> = endpoints.iter().map(Endpoint::view).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+/// `GET /v1/webhooks/endpoints/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}",
+    operation_id = "get_endpoint",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "`wh_` + ULID")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointEnvelope),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn get_one(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    Ok(Json(json!({"data": find(&state, &id).await?.view()})))
+}
+
+/// `PATCH /v1/webhooks/endpoints/{id}` — changes only the fields given.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/endpoints/{id}",
+    operation_id = "patch_endpoint",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "`wh_` + ULID")),
+    request_body = EndpointBody,
+    responses(
+        (status = 200, description = "The changed endpoint", body = EndpointEnvelope),
+        (status = 400, description = "`VALIDATION_ERROR`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, BodyErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    let mut endpoint = find(&state, &id).await?;
+    let fields = parse_fields(&state, &body, false).await?;
+    apply(&mut endpoint, fields);
+    endpoint.updated_at = chrono::Utc::now();
+    state.store.put_endpoint(&endpoint).await?;
+    Ok(Json(json!({"data": endpoint.view()})))
+}
+
+/// `DELETE /v1/webhooks/endpoints/{id}` — 204, no body.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/endpoints/{id}",
+    operation_id = "delete_endpoint",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "`wh_` + ULID")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    state.auth.require_admin(&headers, ip)?;
+    if state.store.delete_endpoint(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("Webhook endpoint not found"))
+    }
+}
+
+/// `POST /v1/webhooks/endpoints/{id}/rotate-secret` — a new secret; the old one keeps signing
+/// alongside it for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/rotate-secret",
+    operation_id = "rotate_endpoint_secret",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "`wh_` + ULID")),
+    responses(
+        (status = 200, description = "The endpoint with its new secret", body = EndpointEnvelope),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    let mut endpoint = find(&state, &id).await?;
+    endpoint.rotate_secret(chrono::Utc::now());
+    state.store.put_endpoint(&endpoint).await?;
+    Ok(Json(json!({"data": with_secret(&endpoint)})))
+}
+
+/// Create or patch body (all fields optional on patch).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointBody {
+    /// http(s) URL; must not resolve to a private address unless allowed.
+    pub url: String,
+    /// Exact event names, `prefix.*` wildcards or `*`.
+    #[schema(example = json!(["case.*", "review.completed"]))]
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    /// active | paused | disabled
+    pub status: Option<String>,
+    /// json | slack
+    pub format: Option<String>,
+    /// `{"kind": "schedule", "delays": ["1s","5s","30s"]}` or
+    /// `{"kind": "exponential", "base": "1s", "factor": 2.0, "max_age": "24h"}`
+    #[schema(value_type = Option<Object>)]
+    pub retry_policy: Option<Value>,
+    /// Deliveries per second at most.
+    pub rate_limit: Option<u32>,
+    /// parallel | fifo
+    pub ordering: Option<String>,
+}
+
+/// An endpoint as answered (`secret` only on create and rotation).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub status: String,
+    pub format: String,
+    #[schema(value_type = Option<Object>)]
+    pub retry_policy: Option<Value>,
+    pub rate_limit: Option<u32>,
+    pub ordering: String,
+    pub disabled_reason: Option<String>,
+    pub secret_rotation_overlap_until: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `whsec_` + base64 of 32 random bytes.
+    pub secret: Option<String>,
+}
+
+/// `{"data": Endpoint}`
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointEnvelope {
+    pub data: EndpointView,
+}
+
+/// `{"data": [Endpoint…]}`
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EndpointList {
+    pub data: Vec<EndpointView>,
+}
