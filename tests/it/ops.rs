@@ -331,3 +331,51 @@ async fn five_intakes_of_one_subcategory_raise_exactly_one_alert() {
     assert_eq!(alerts(&app).await.len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_keeps_them() {
+    let store = TestStore::new();
+    let server = ServerProcess::start(&store).await;
+    let base = server.base.clone();
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let url = format!("{base}/webhook/support/intake");
+        tasks.push(tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("X-API-Key", CLIENT_KEY)
+                .json(&intake_body(SSL))
+                .send()
+                .await;
+            match resp {
+                // Accepted before the stop: it must complete with a full answer.
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let body: serde_json::Value = r.json().await.expect("complete body");
+                    Some((status, body))
+                }
+                // Not accepted: the listener was already closed.
+                Err(e) => {
+                    assert!(e.is_connect() || e.is_request(), "unexpected error: {e}");
+                    None
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(server.terminate(), Some(0));
+    let mut acked = Vec::new();
+    for t in tasks {
+        if let Some((status, body)) = t.await.unwrap() {
+            assert!(status == 200 || status == 503, "{status}: {body}");
+            if status == 200 {
+                acked.push(body["case_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let server = ServerProcess::start(&store).await;
+    let app = server.client();
+    for id in &acked {
+        assert_eq!(app.status(id).await["status"], json!("triaged"));
+    }
+}
