@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod pattern;
+pub mod sender;
 pub mod signing;
 pub mod ssrf;
 
