@@ -41,7 +41,9 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
 fn verify(seen: &Seen, secret: &str) -> (bool, bool) {
     let h = |n: &str| seen.headers[n].to_str().unwrap().to_string();
     let hex_ok = h("x-webhook-signature") == hex::encode(mac(secret.as_bytes(), &seen.body));
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
     let signed = format!(
         "{}.{}.{}",
         h("webhook-id"),
@@ -72,11 +74,18 @@ fn endpoint(url: String) -> Endpoint {
 #[tokio::test]
 async fn signed_delivery_verifies_in_both_forms_and_across_rotation() {
     let receiver = Receiver::default();
-    let base = start(Router::new().route("/hook", post(record)).with_state(receiver.clone())).await;
+    let base = start(
+        Router::new()
+            .route("/hook", post(record))
+            .with_state(receiver.clone()),
+    )
+    .await;
     let sender = Sender::new(Duration::from_secs(5), true).unwrap();
     let mut ep = endpoint(format!("{base}/hook"));
     let body = br#"{"event":"case.created","data":{"case_id":"x"}}"#;
-    let out = sender.send(&ep, "msg_01TEST", "case.created", body, Utc::now()).await;
+    let out = sender
+        .send(&ep, "msg_01TEST", "case.created", body, Utc::now())
+        .await;
     assert!(out.delivered(), "{out:?}");
     assert_eq!(out.snippet.as_deref(), Some("ok"));
     let seen = receiver.seen.lock()[0].clone();
@@ -84,17 +93,35 @@ async fn signed_delivery_verifies_in_both_forms_and_across_rotation() {
     assert_eq!(seen.headers["webhook-id"], "msg_01TEST");
     assert_eq!(seen.headers["x-webhook-event"], "case.created");
     assert_eq!(seen.headers["content-type"], "application/json");
-    assert!(seen.headers["user-agent"].to_str().unwrap().starts_with("casehub/"));
-    let ts: i64 = seen.headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    assert!(
+        seen.headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("casehub/")
+    );
+    let ts: i64 = seen.headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((Utc::now().timestamp() - ts).abs() <= 5);
     assert_eq!(&seen.body[..], body);
 
     // After rotation both the new and the old secret verify the Standard Webhooks header.
     let old = ep.secret.clone();
     ep.rotate_secret(Utc::now());
-    sender.send(&ep, "msg_02TEST", "case.created", body, Utc::now()).await;
+    sender
+        .send(&ep, "msg_02TEST", "case.created", body, Utc::now())
+        .await;
     let seen = receiver.seen.lock()[1].clone();
-    assert_eq!(seen.headers["webhook-signature"].to_str().unwrap().split(' ').count(), 2);
+    assert_eq!(
+        seen.headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        2
+    );
     assert!(verify(&seen, &ep.secret).1);
     assert!(verify(&seen, &old).1);
 }
@@ -110,7 +137,13 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
         )
         .route(
             "/busy",
-            post(|| async { (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "3")], "busy") }),
+            post(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "3")],
+                    "busy",
+                )
+            }),
         )
         .route(
             "/slow",
@@ -125,23 +158,58 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
     let body = b"{}";
 
     let guarded = Sender::new(Duration::from_secs(5), false).unwrap();
-    for url in [format!("{base}/hook"), format!("http://localhost:{port}/hook")] {
-        let out = guarded.send(&endpoint(url.clone()), "m", "e", body, Utc::now()).await;
-        assert!(out.status.is_none() && out.error.is_some(), "{url}: {out:?}");
+    for url in [
+        format!("{base}/hook"),
+        format!("http://localhost:{port}/hook"),
+    ] {
+        let out = guarded
+            .send(&endpoint(url.clone()), "m", "e", body, Utc::now())
+            .await;
+        assert!(
+            out.status.is_none() && out.error.is_some(),
+            "{url}: {out:?}"
+        );
     }
-    assert!(receiver.seen.lock().is_empty(), "a refused target was contacted");
+    assert!(
+        receiver.seen.lock().is_empty(),
+        "a refused target was contacted"
+    );
 
     let open = Sender::new(Duration::from_millis(300), true).unwrap();
-    let out = open.send(&endpoint(format!("{base}/redirect")), "m", "e", body, Utc::now()).await;
+    let out = open
+        .send(
+            &endpoint(format!("{base}/redirect")),
+            "m",
+            "e",
+            body,
+            Utc::now(),
+        )
+        .await;
     assert_eq!(out.status, Some(302));
     assert!(!out.delivered());
     assert!(receiver.seen.lock().is_empty(), "the redirect was followed");
 
-    let out = open.send(&endpoint(format!("{base}/busy")), "m", "e", body, Utc::now()).await;
+    let out = open
+        .send(
+            &endpoint(format!("{base}/busy")),
+            "m",
+            "e",
+            body,
+            Utc::now(),
+        )
+        .await;
     assert_eq!(out.status, Some(503));
     assert_eq!(out.retry_after, Some(Duration::from_secs(3)));
     assert_eq!(out.snippet.as_deref(), Some("busy"));
 
-    let out = open.send(&endpoint(format!("{base}/slow")), "m", "e", body, Utc::now()).await;
+    let out = open
+        .send(
+            &endpoint(format!("{base}/slow")),
+            "m",
+            "e",
+            body,
+            Utc::now(),
+        )
+        .await;
     assert_eq!(out.error.as_deref(), Some("timed out"));
 }

@@ -2,10 +2,12 @@
 //! the durable queue and the delivery worker pool build on these.
 
 pub mod endpoint;
+pub mod job;
 pub mod pattern;
 pub mod sender;
 pub mod signing;
 pub mod ssrf;
 
 pub use endpoint::{Endpoint, EndpointStatus};
+pub use job::{Attempt, DeliveryJob, DeliveryState};
 pub use pattern::EventPattern;

@@ -100,8 +100,6 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
 impl Sender {
     /// A sender with a per-attempt `timeout`.
     pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, String> {
-        // One process-wide TLS provider; a second install attempt is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -1,6 +1,8 @@
 //! One conformance suite for every [`SnapshotStore`] implementation: each check takes a fresh,
 //! empty store. The embedded store runs it in this module's tests; other stores call
-//! [`run_all`] from their own tests.
+//! [`run_all`] from their own tests. The delivery queue's checks are in [`deliveries`].
+
+pub mod deliveries;
 
 use std::time::Duration;
 
@@ -312,6 +314,14 @@ where
     concurrent_commits(fresh().await).await;
     standalone_events(fresh().await).await;
     endpoints(fresh().await).await;
+    deliveries::enqueue_and_cursor(fresh().await).await;
+    deliveries::reenqueue_keeps_progress(fresh().await).await;
+    deliveries::due_order_and_limit(fresh().await).await;
+    deliveries::update_moves_due(fresh().await).await;
+    deliveries::endpoint_log_pages(fresh().await).await;
+    deliveries::deliveries_of_message(fresh().await).await;
+    deliveries::backlog_counts(fresh().await).await;
+    deliveries::concurrent_updates(fresh().await).await;
 }
 
 #[cfg(test)]

@@ -1,20 +1,27 @@
 //! The embedded store: one redb file under `data_dir`, with group commit.
 //!
-//! Writers send their [`Commit`] to a single writer thread. It takes everything waiting (up to
-//! [`MAX_BATCH`]), applies it in one write transaction, commits once (fsync when durable) and
-//! then answers every writer. Concurrent transitions therefore share one fsync.
+//! Writers send their [`Commit`] to a single writer thread ([`writer`]). It takes everything
+//! waiting (up to a batch limit), applies it in one write transaction, commits once (fsync when
+//! durable) and then answers every writer. Concurrent transitions therefore share one fsync. The
+//! delivery queue and log ([`deliveries`]) write through the same thread.
 
+mod deliveries;
+mod writer;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
+
 use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor, encode_cursor};
-use crate::delivery::Endpoint;
+use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
 const CASES: TableDefinition<u128, &[u8]> = TableDefinition::new("cases");
@@ -28,21 +35,6 @@ const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// endpoint id (ULID-ordered) → endpoint JSON
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
-
-/// Most commits folded into one transaction.
-const MAX_BATCH: usize = 512;
-/// Commits waiting for the writer before senders wait (backpressure, not loss).
-const QUEUE_DEPTH: usize = 4096;
-
-type Reply = oneshot::Sender<Result<(), StoreError>>;
-
-/// One unit of work for the writer thread.
-enum Write {
-    Commit(Box<Commit>),
-    Events(Vec<Event>),
-    PutEndpoint(Box<Endpoint>),
-    DeleteEndpoint(String),
-}
 
 /// The embedded, durable store.
 pub struct EmbeddedStore {
@@ -85,6 +77,7 @@ impl EmbeddedStore {
             txn.open_table(IDEMPOTENCY).map_err(backend)?;
             txn.open_table(OUTBOX).map_err(backend)?;
             txn.open_table(ENDPOINTS).map_err(backend)?;
+            deliveries::create_tables(&txn)?;
             txn.commit().map_err(backend)?;
         }
         let db = Arc::new(db);
@@ -121,98 +114,6 @@ impl EmbeddedStore {
         let txn = self.db.begin_read().map_err(backend)?;
         f(&txn)
     }
-}
-
-fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, durable: bool) {
-    let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
-        let outcome = apply_batch(db, &writes, durable);
-        for (_, reply) in batch.drain(..) {
-            let answer = match &outcome {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Backend(e.to_string())),
-            };
-            let _ = reply.send(answer);
-        }
-    }
-}
-
-fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
-    let mut txn = db.begin_write().map_err(backend)?;
-    let durability = if durable {
-        Durability::Immediate
-    } else {
-        Durability::None
-    };
-    txn.set_durability(durability).map_err(backend)?;
-    {
-        let mut cases = txn.open_table(CASES).map_err(backend)?;
-        let mut index = txn.open_table(CASE_INDEX).map_err(backend)?;
-        let mut reviews = txn.open_table(REVIEWS).map_err(backend)?;
-        let mut idem = txn.open_table(IDEMPOTENCY).map_err(backend)?;
-        let mut outbox = txn.open_table(OUTBOX).map_err(backend)?;
-        let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-        for write in writes {
-            let commit = match write {
-                Write::Commit(commit) => commit,
-                Write::PutEndpoint(endpoint) => {
-                    let bytes = serde_json::to_vec(endpoint).map_err(backend)?;
-                    endpoints
-                        .insert(endpoint.id.as_str(), bytes.as_slice())
-                        .map_err(backend)?;
-                    continue;
-                }
-                Write::DeleteEndpoint(id) => {
-                    endpoints.remove(id.as_str()).map_err(backend)?;
-                    continue;
-                }
-                Write::Events(events) => {
-                    for event in events {
-                        let bytes = serde_json::to_vec(event).map_err(backend)?;
-                        outbox
-                            .insert(event.msg_id.as_str(), bytes.as_slice())
-                            .map_err(backend)?;
-                    }
-                    continue;
-                }
-            };
-            let case = &commit.case;
-            let id = case.case_id.0.as_u128();
-            let bytes = serde_json::to_vec(case).map_err(backend)?;
-            cases.insert(id, bytes.as_slice()).map_err(backend)?;
-            index
-                .insert((created_key(case.created_at), id), ())
-                .map_err(backend)?;
-            if let Some(review) = &case.review {
-                let bytes = serde_json::to_vec(review).map_err(backend)?;
-                reviews
-                    .insert(review.review_id.as_str(), bytes.as_slice())
-                    .map_err(backend)?;
-            }
-            if let Some(rec) = &commit.idempotency {
-                idem.insert(
-                    rec.key.as_str(),
-                    (rec.case_id.0.as_u128(), rec.created_at.timestamp_millis()),
-                )
-                .map_err(backend)?;
-            }
-            for event in &commit.events {
-                let bytes = serde_json::to_vec(event).map_err(backend)?;
-                outbox
-                    .insert(event.msg_id.as_str(), bytes.as_slice())
-                    .map_err(backend)?;
-            }
-        }
-    }
-    txn.commit().map_err(backend)
 }
 
 fn created_key(t: DateTime<Utc>) -> u64 {
@@ -375,6 +276,61 @@ impl SnapshotStore for EmbeddedStore {
         }
         self.write(Write::DeleteEndpoint(id.to_string())).await?;
         Ok(true)
+    }
+
+    async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.read(deliveries::dispatch_cursor)
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        let cursor = cursor.to_string();
+        self.write(Write::Enqueue { jobs, cursor }).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.read(|txn| deliveries::due(txn, now, limit))
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read(deliveries::next_due)
+    }
+
+    async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
+        self.write(Write::UpdateDelivery(Box::new(job.clone())))
+            .await
+    }
+
+    async fn load_delivery(
+        &self,
+        endpoint_id: &str,
+        msg_id: &str,
+    ) -> Result<Option<DeliveryJob>, StoreError> {
+        self.read(|txn| deliveries::load(txn, endpoint_id, msg_id))
+    }
+
+    async fn deliveries_of_message(&self, msg_id: &str) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.read(|txn| deliveries::of_message(txn, msg_id))
+    }
+
+    async fn endpoint_deliveries(
+        &self,
+        endpoint_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.read(|txn| deliveries::endpoint_log(txn, endpoint_id, before, limit))
+    }
+
+    async fn delivery_backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.read(deliveries::backlog)
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

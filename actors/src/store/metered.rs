@@ -1,6 +1,7 @@
 //! A [`SnapshotStore`] decorator that records every operation's latency in the telemetry
 //! registry (`casehub_store_op_seconds{op}`), whatever the backend.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{CasePage, CaseQuery, Commit, SharedStore, SnapshotStore, StoreError};
-use crate::delivery::Endpoint;
+use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 use crate::telemetry::Telemetry;
 
@@ -98,6 +99,79 @@ impl SnapshotStore for MeteredStore {
 
     async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
         self.timed("delete_endpoint", self.inner.delete_endpoint(id))
+            .await
+    }
+
+    async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.timed("dispatch_cursor", self.inner.dispatch_cursor())
+            .await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "enqueue_deliveries",
+            self.inner.enqueue_deliveries(jobs, cursor),
+        )
+        .await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.timed("due_deliveries", self.inner.due_deliveries(now, limit))
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.timed("next_due", self.inner.next_due()).await
+    }
+
+    async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
+        self.timed("update_delivery", self.inner.update_delivery(job))
+            .await
+    }
+
+    async fn load_delivery(
+        &self,
+        endpoint_id: &str,
+        msg_id: &str,
+    ) -> Result<Option<DeliveryJob>, StoreError> {
+        self.timed(
+            "load_delivery",
+            self.inner.load_delivery(endpoint_id, msg_id),
+        )
+        .await
+    }
+
+    async fn deliveries_of_message(&self, msg_id: &str) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.timed(
+            "deliveries_of_message",
+            self.inner.deliveries_of_message(msg_id),
+        )
+        .await
+    }
+
+    async fn endpoint_deliveries(
+        &self,
+        endpoint_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.timed(
+            "endpoint_deliveries",
+            self.inner.endpoint_deliveries(endpoint_id, before, limit),
+        )
+        .await
+    }
+
+    async fn delivery_backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.timed("delivery_backlog", self.inner.delivery_backlog())
             .await
     }
 

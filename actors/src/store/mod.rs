@@ -1,8 +1,14 @@
-//! Storage behind traits: case snapshots, reviews, idempotency keys and the event outbox.
+//! Storage behind traits: case snapshots, reviews, idempotency keys, the event outbox, webhook
+//! endpoints and the durable delivery queue.
 //!
 //! A case actor hands the store one [`Commit`] per transition: its new snapshot, the events the
 //! transition caused and, on intake, the idempotency key. The store writes all of it atomically
 //! and only then returns, so an answered request implies durable state (CONTRACT §3, §5).
+//!
+//! The dispatcher turns outbox events into [`DeliveryJob`]s, one per subscribed endpoint, and
+//! stores them together with its fan-out cursor; workers then take due jobs and record each
+//! attempt. Only pending jobs are in the due index, so delivered and failed jobs cost nothing to
+//! the scheduler but stay in the delivery log.
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
@@ -14,13 +20,14 @@ pub use self::redis::RedisStore;
 pub use embedded::EmbeddedStore;
 pub use metered::MeteredStore;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::delivery::Endpoint;
+use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, CaseStatus, Event, Review, ReviewId};
 
 /// What can go wrong in a store.
@@ -116,6 +123,59 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes an endpoint; false when there was none.
     async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Fan-out position: the msg id of the last outbox event the dispatcher has turned into jobs.
+    async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError>;
+
+    /// Atomically inserts `jobs` (skipping any (endpoint id, msg id) that already exists, so its
+    /// progress is kept) and sets the dispatch cursor to `cursor`. After a crash the dispatcher
+    /// resumes from the cursor and re-enqueuing what it had already enqueued changes nothing.
+    async fn enqueue_deliveries(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Pending jobs with `due_at <= now`, earliest first, at most `limit`. Jobs of paused
+    /// endpoints are included (the caller decides). Due times compare at the index's precision
+    /// (milliseconds at worst), consistently with [`SnapshotStore::next_due`].
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError>;
+
+    /// The earliest due time among pending jobs (at the index's precision), so the dispatcher
+    /// can sleep until then; `None` when nothing is pending.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Replaces a job after an attempt (state, attempts, due time) atomically with its due-index
+    /// entry: a pending job is (re)scheduled at its `due_at`, a delivered or failed one leaves
+    /// the index. A job that was never enqueued is stored as if it had been.
+    async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError>;
+
+    /// One job.
+    async fn load_delivery(
+        &self,
+        endpoint_id: &str,
+        msg_id: &str,
+    ) -> Result<Option<DeliveryJob>, StoreError>;
+
+    /// The jobs of one message across endpoints, by endpoint id (for the manual retry).
+    async fn deliveries_of_message(&self, msg_id: &str) -> Result<Vec<DeliveryJob>, StoreError>;
+
+    /// The delivery log of one endpoint: newest message first, at most `limit`, starting below
+    /// the msg id `before` when given (pass the last msg id of a page to get the next one).
+    async fn endpoint_deliveries(
+        &self,
+        endpoint_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError>;
+
+    /// Pending jobs per endpoint id (endpoints with none are absent); reads the whole due index,
+    /// meant for health and metrics, not for every request.
+    async fn delivery_backlog(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 
     /// A cheap round trip, for health; returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;

@@ -5,17 +5,25 @@
 //! | `{p}case:{id}` | string | case snapshot (JSON) |
 //! | `{p}cases` | sorted set, lex | `{created micros, 20 digits}.{id}`: the listing index |
 //! | `{p}review:{id}` | string | review (JSON) |
-//! | `{p}idem:{key}` | string | `{case id}|{created millis}` |
+//! | `{p}idem:{key}` | string | `{case id}\|{created millis}` |
 //! | `{p}idem_index` | sorted set | idempotency keys by creation millis, for purging |
 //! | `{p}outbox` | sorted set, lex | message ids (ULIDs sort by creation) |
 //! | `{p}events` | hash | message id → event (JSON) |
 //! | `{p}endpoints` | hash | webhook endpoint id → endpoint (JSON) |
+//! | `{p}delivery:{endpoint}:{msg}` | string | delivery job (JSON) |
+//! | `{p}delivery_due` | sorted set | `{endpoint}\|{msg}` by due millis: pending jobs only |
+//! | `{p}delivery_log:{endpoint}` | sorted set, lex | the endpoint's msg ids (its delivery log) |
+//! | `{p}delivery_msg:{msg}` | set | endpoint ids a message was queued for |
+//! | `{p}dispatch_cursor` | string | msg id of the last outbox event fanned out |
 //!
 //! A commit is one `MULTI`/`EXEC`, so a snapshot and the events it caused land together or not at
-//! all. Every operation has a deadline: while Redis is unreachable callers get
-//! [`StoreError::Unavailable`] promptly (the edge answers 503), and the connection manager
-//! reconnects by itself when Redis is back.
+//! all; enqueuing delivery jobs is one Lua script ([`deliveries`] says why). Every operation has a
+//! deadline: while Redis is unreachable callers get [`StoreError::Unavailable`] promptly (the
+//! edge answers 503), and the connection manager reconnects by itself when Redis is back.
 
+mod deliveries;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,7 +32,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
 use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor};
-use crate::delivery::Endpoint;
+use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
 /// Listing scans the index in batches of this many entries.
@@ -341,6 +349,59 @@ impl SnapshotStore for RedisStore {
             .run(|mut c| async move { c.hdel(key, id).await })
             .await?;
         Ok(removed > 0)
+    }
+
+    async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.get_dispatch_cursor().await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        self.enqueue(jobs, cursor).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.due(now, limit).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.earliest_due().await
+    }
+
+    async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
+        self.update(job).await
+    }
+
+    async fn load_delivery(
+        &self,
+        endpoint_id: &str,
+        msg_id: &str,
+    ) -> Result<Option<DeliveryJob>, StoreError> {
+        self.load_job(endpoint_id, msg_id).await
+    }
+
+    async fn deliveries_of_message(&self, msg_id: &str) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.of_message(msg_id).await
+    }
+
+    async fn endpoint_deliveries(
+        &self,
+        endpoint_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.endpoint_log(endpoint_id, before, limit).await
+    }
+
+    async fn delivery_backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.backlog().await
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

@@ -1,0 +1,384 @@
+//! Conformance checks of the delivery queue and log. Times are whole milliseconds so both
+//! stores' index precision gives the same answers.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use crate::delivery::{Attempt, DeliveryJob, DeliveryState};
+use crate::domain::{Event, EventKind, workflow};
+use crate::store::SharedStore;
+
+/// Now, cut to the millisecond.
+fn now_ms() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+fn ms(n: i64) -> Duration {
+    Duration::milliseconds(n)
+}
+
+fn event_at(at: DateTime<Utc>) -> Event {
+    Event::new(
+        EventKind::CaseCreated,
+        workflow::INTAKE,
+        at,
+        json!({"case_id": "c"}),
+    )
+}
+
+fn attempt(status: Option<u16>, at: DateTime<Utc>) -> Attempt {
+    Attempt {
+        attempt: 0,
+        status_code: status,
+        error: status.is_none().then(|| "timeout".to_string()),
+        duration_ms: 5,
+        response_snippet: status.map(|s| format!("status {s}")),
+        at,
+        next_attempt_at: None,
+    }
+}
+
+async fn load(store: &SharedStore, job: &DeliveryJob) -> Option<DeliveryJob> {
+    store
+        .load_delivery(&job.endpoint_id, &job.msg_id)
+        .await
+        .unwrap()
+}
+
+fn keys(jobs: &[DeliveryJob]) -> Vec<(String, String)> {
+    jobs.iter()
+        .map(|j| (j.endpoint_id.clone(), j.msg_id.clone()))
+        .collect()
+}
+
+/// Jobs and the cursor land together and read back.
+pub async fn enqueue_and_cursor(store: SharedStore) {
+    assert_eq!(store.dispatch_cursor().await.unwrap(), None);
+    assert_eq!(store.next_due().await.unwrap(), None);
+    let t0 = now_ms();
+    let events: Vec<Event> = (0..3).map(|i| event_at(t0 + ms(i))).collect();
+    let jobs: Vec<DeliveryJob> = events
+        .iter()
+        .flat_map(|e| [DeliveryJob::new(e, "wh_a"), DeliveryJob::new(e, "wh_b")])
+        .collect();
+    let cursor = events[2].msg_id.clone();
+    store
+        .enqueue_deliveries(jobs.clone(), &cursor)
+        .await
+        .unwrap();
+    assert_eq!(store.dispatch_cursor().await.unwrap(), Some(cursor));
+    for job in &jobs {
+        assert_eq!(load(&store, job).await.as_ref(), Some(job));
+    }
+    assert_eq!(
+        store.load_delivery("wh_a", "msg_missing").await.unwrap(),
+        None
+    );
+    // An enqueue with nothing to fan out still moves the cursor.
+    let later = event_at(t0 + ms(10));
+    store
+        .enqueue_deliveries(Vec::new(), &later.msg_id)
+        .await
+        .unwrap();
+    assert_eq!(store.dispatch_cursor().await.unwrap(), Some(later.msg_id));
+}
+
+/// Re-enqueuing existing jobs (the dispatcher resuming after a crash) keeps their progress.
+pub async fn reenqueue_keeps_progress(store: SharedStore) {
+    let t0 = now_ms();
+    let (e1, e2) = (event_at(t0), event_at(t0 + ms(1)));
+    let retried = DeliveryJob::new(&e1, "wh_a");
+    let delivered = DeliveryJob::new(&e2, "wh_a");
+    store
+        .enqueue_deliveries(vec![retried.clone(), delivered.clone()], &e2.msg_id)
+        .await
+        .unwrap();
+    let mut retried_after = retried.clone();
+    retried_after.record(attempt(Some(500), t0), Some(t0 + ms(60_000)));
+    let mut delivered_after = delivered.clone();
+    delivered_after.record(attempt(Some(200), t0), None);
+    store.update_delivery(&retried_after).await.unwrap();
+    store.update_delivery(&delivered_after).await.unwrap();
+
+    let e3 = event_at(t0 + ms(2));
+    let fresh = DeliveryJob::new(&e3, "wh_a");
+    store
+        .enqueue_deliveries(vec![retried, delivered, fresh.clone()], &e3.msg_id)
+        .await
+        .unwrap();
+    assert_eq!(store.dispatch_cursor().await.unwrap(), Some(e3.msg_id));
+    assert_eq!(
+        load(&store, &retried_after).await,
+        Some(retried_after.clone())
+    );
+    assert_eq!(load(&store, &delivered_after).await, Some(delivered_after));
+    assert_eq!(load(&store, &fresh).await, Some(fresh.clone()));
+    // Neither the delivered job nor the retried one's old due time came back into the index.
+    let due = store.due_deliveries(t0 + ms(120_000), 100).await.unwrap();
+    assert_eq!(due, vec![fresh, retried_after]);
+    assert_eq!(
+        store.delivery_backlog().await.unwrap(),
+        BTreeMap::from([("wh_a".to_string(), 2)])
+    );
+}
+
+/// Due jobs come earliest first, only up to `now`, at most `limit`; `next_due` is the earliest.
+pub async fn due_order_and_limit(store: SharedStore) {
+    let t0 = now_ms();
+    let mut jobs = Vec::new();
+    for (i, offset) in [3, 1, 2, 10_000].into_iter().enumerate() {
+        let mut job = DeliveryJob::new(&event_at(t0 + ms(i as i64)), "wh_a");
+        job.due_at = t0 + ms(offset);
+        jobs.push(job);
+    }
+    let cursor = jobs[3].msg_id.clone();
+    store
+        .enqueue_deliveries(jobs.clone(), &cursor)
+        .await
+        .unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(t0 + ms(1)));
+    let due = store.due_deliveries(t0 + ms(5), 10).await.unwrap();
+    assert_eq!(due, vec![jobs[1].clone(), jobs[2].clone(), jobs[0].clone()]);
+    let first_two = store.due_deliveries(t0 + ms(5), 2).await.unwrap();
+    assert_eq!(first_two, vec![jobs[1].clone(), jobs[2].clone()]);
+    // Inclusive: a job due exactly now is due.
+    let exact = store.due_deliveries(t0 + ms(1), 10).await.unwrap();
+    assert_eq!(exact, vec![jobs[1].clone()]);
+    assert!(store.due_deliveries(t0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_deliveries(t0 + ms(5), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .due_deliveries(t0 + ms(20_000), 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+/// An update reschedules a pending job and takes delivered and failed ones out of the index.
+pub async fn update_moves_due(store: SharedStore) {
+    let t0 = now_ms();
+    let jobs: Vec<DeliveryJob> = (0..3)
+        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
+        .collect();
+    let cursor = jobs[2].msg_id.clone();
+    store
+        .enqueue_deliveries(jobs.clone(), &cursor)
+        .await
+        .unwrap();
+    assert_eq!(store.due_deliveries(t0 + ms(2), 10).await.unwrap(), jobs);
+
+    let (mut retry, mut done, mut failed) = (jobs[0].clone(), jobs[1].clone(), jobs[2].clone());
+    retry.record(attempt(Some(503), t0), Some(t0 + ms(60_000)));
+    done.record(attempt(Some(204), t0), None);
+    failed.record(attempt(None, t0), None);
+    for job in [&retry, &done, &failed] {
+        store.update_delivery(job).await.unwrap();
+        assert_eq!(load(&store, job).await.as_ref(), Some(job));
+    }
+    assert!(
+        store
+            .due_deliveries(t0 + ms(59_999), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_due().await.unwrap(), Some(t0 + ms(60_000)));
+    assert_eq!(
+        store.due_deliveries(t0 + ms(60_000), 10).await.unwrap(),
+        vec![retry.clone()]
+    );
+
+    // A manual retry puts a failed job back into the index.
+    failed.state = DeliveryState::Pending;
+    failed.due_at = t0 + ms(5);
+    store.update_delivery(&failed).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(t0 + ms(5)));
+
+    retry.record(attempt(Some(200), t0 + ms(60_000)), None);
+    failed.record(attempt(Some(200), t0 + ms(5)), None);
+    store.update_delivery(&retry).await.unwrap();
+    store.update_delivery(&failed).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert!(
+        store
+            .due_deliveries(t0 + ms(120_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.delivery_backlog().await.unwrap().is_empty());
+    // The log keeps every job whatever its state.
+    assert_eq!(
+        store
+            .endpoint_deliveries("wh_a", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// An endpoint's log is newest first and pages with `before` without gaps or repeats.
+pub async fn endpoint_log_pages(store: SharedStore) {
+    let t0 = now_ms();
+    let mut mine: Vec<DeliveryJob> = (0..7)
+        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
+        .collect();
+    let other: Vec<DeliveryJob> = (0..2)
+        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_b"))
+        .collect();
+    let all: Vec<DeliveryJob> = mine.iter().chain(&other).cloned().collect();
+    store.enqueue_deliveries(all, "msg_cursor").await.unwrap();
+    mine.sort_by(|a, b| b.msg_id.cmp(&a.msg_id));
+
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = store
+            .endpoint_deliveries("wh_a", before.as_deref(), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        before = Some(last.msg_id.clone());
+        seen.extend(page);
+    }
+    assert_eq!(keys(&seen), keys(&mine));
+    assert_eq!(
+        store
+            .endpoint_deliveries("wh_b", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .endpoint_deliveries("wh_a", None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .endpoint_deliveries("wh_none", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A message's jobs across endpoints, by endpoint id.
+pub async fn deliveries_of_message(store: SharedStore) {
+    let t0 = now_ms();
+    let (e1, e2) = (event_at(t0), event_at(t0 + ms(1)));
+    let jobs = vec![
+        DeliveryJob::new(&e1, "wh_c"),
+        DeliveryJob::new(&e1, "wh_a"),
+        DeliveryJob::new(&e1, "wh_b"),
+        DeliveryJob::new(&e2, "wh_a"),
+    ];
+    store
+        .enqueue_deliveries(jobs.clone(), &e2.msg_id)
+        .await
+        .unwrap();
+    let of_e1 = store.deliveries_of_message(&e1.msg_id).await.unwrap();
+    assert_eq!(
+        of_e1,
+        vec![jobs[1].clone(), jobs[2].clone(), jobs[0].clone()]
+    );
+    assert_eq!(
+        store.deliveries_of_message(&e2.msg_id).await.unwrap(),
+        vec![jobs[3].clone()]
+    );
+    assert!(
+        store
+            .deliveries_of_message("msg_missing")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The backlog counts pending jobs per endpoint.
+pub async fn backlog_counts(store: SharedStore) {
+    assert!(store.delivery_backlog().await.unwrap().is_empty());
+    let t0 = now_ms();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let event = event_at(t0 + ms(i));
+        jobs.push(DeliveryJob::new(&event, "wh_a"));
+        if i < 2 {
+            jobs.push(DeliveryJob::new(&event, "wh_b"));
+        }
+    }
+    store
+        .enqueue_deliveries(jobs.clone(), "msg_cursor")
+        .await
+        .unwrap();
+    let mut done = jobs[1].clone();
+    assert_eq!(done.endpoint_id, "wh_b");
+    done.record(attempt(Some(200), t0), None);
+    store.update_delivery(&done).await.unwrap();
+    assert_eq!(
+        store.delivery_backlog().await.unwrap(),
+        BTreeMap::from([("wh_a".to_string(), 3), ("wh_b".to_string(), 1)])
+    );
+}
+
+/// Many concurrent updates (the group-commit path) all land with their index entries.
+pub async fn concurrent_updates(store: SharedStore) {
+    let t0 = now_ms();
+    let event = event_at(t0);
+    let jobs: Vec<DeliveryJob> = (0..64)
+        .map(|i| DeliveryJob::new(&event, &format!("wh_{i:02}")))
+        .collect();
+    store
+        .enqueue_deliveries(jobs.clone(), &event.msg_id)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (i, mut job) in jobs.into_iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                job.record(attempt(Some(200), t0), None);
+            } else {
+                job.record(attempt(Some(500), t0), Some(t0 + ms(1_000 + i as i64)));
+            }
+            store.update_delivery(&job).await.unwrap();
+            job
+        }));
+    }
+    let mut pending = Vec::new();
+    for task in tasks {
+        let job = task.await.unwrap();
+        assert_eq!(load(&store, &job).await.as_ref(), Some(&job));
+        if job.state == DeliveryState::Pending {
+            pending.push(job);
+        }
+    }
+    let due = store.due_deliveries(t0 + ms(2_000), 1_000).await.unwrap();
+    assert_eq!(due, pending);
+    assert_eq!(store.next_due().await.unwrap(), Some(t0 + ms(1_001)));
+    assert_eq!(store.delivery_backlog().await.unwrap().len(), 32);
+    assert_eq!(
+        store
+            .deliveries_of_message(&event.msg_id)
+            .await
+            .unwrap()
+            .len(),
+        64
+    );
+}

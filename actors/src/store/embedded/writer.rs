@@ -1,0 +1,152 @@
+//! The embedded store's single writer thread: group commit.
+//!
+//! Every write ([`Write`]) goes through one thread. It takes everything waiting (up to
+//! [`MAX_BATCH`]), applies it in one write transaction, commits once (fsync when durable) and
+//! then answers every sender with the transaction's outcome.
+
+use redb::{Database, Durability};
+use tokio::sync::{mpsc, oneshot};
+
+use super::deliveries::DeliveryTables;
+use super::{CASE_INDEX, CASES, ENDPOINTS, IDEMPOTENCY, OUTBOX, REVIEWS, backend, created_key};
+use crate::delivery::{DeliveryJob, Endpoint};
+use crate::domain::Event;
+use crate::store::{Commit, StoreError};
+
+/// Most commits folded into one transaction.
+const MAX_BATCH: usize = 512;
+/// Commits waiting for the writer before senders wait (backpressure, not loss).
+pub(super) const QUEUE_DEPTH: usize = 4096;
+
+pub(super) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// One unit of work for the writer thread.
+pub(super) enum Write {
+    Commit(Box<Commit>),
+    Events(Vec<Event>),
+    PutEndpoint(Box<Endpoint>),
+    DeleteEndpoint(String),
+    /// New delivery jobs (existing ones are kept) and the dispatch cursor after them.
+    Enqueue {
+        jobs: Vec<DeliveryJob>,
+        cursor: String,
+    },
+    /// A job after an attempt.
+    UpdateDelivery(Box<DeliveryJob>),
+}
+
+/// Runs until every sender is dropped, answering each write once its batch is committed (or
+/// failed: one failing write fails its whole batch, as they share one transaction).
+pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, durable: bool) {
+    let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
+        let outcome = apply_batch(db, &writes, durable);
+        for (_, reply) in batch.drain(..) {
+            let answer = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Backend(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(backend)?;
+    let durability = if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    txn.set_durability(durability).map_err(backend)?;
+    {
+        let mut cases = txn.open_table(CASES).map_err(backend)?;
+        let mut index = txn.open_table(CASE_INDEX).map_err(backend)?;
+        let mut reviews = txn.open_table(REVIEWS).map_err(backend)?;
+        let mut idem = txn.open_table(IDEMPOTENCY).map_err(backend)?;
+        let mut outbox = txn.open_table(OUTBOX).map_err(backend)?;
+        let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+        // Opened on first use: most batches are case commits only.
+        let mut delivery_tables: Option<DeliveryTables> = None;
+        for write in writes {
+            let commit = match write {
+                Write::Enqueue { jobs, cursor } => {
+                    open_deliveries(&txn, &mut delivery_tables)?.enqueue(jobs, cursor)?;
+                    continue;
+                }
+                Write::UpdateDelivery(job) => {
+                    open_deliveries(&txn, &mut delivery_tables)?.update(job)?;
+                    continue;
+                }
+                Write::Commit(commit) => commit,
+                Write::PutEndpoint(endpoint) => {
+                    let bytes = serde_json::to_vec(endpoint).map_err(backend)?;
+                    endpoints
+                        .insert(endpoint.id.as_str(), bytes.as_slice())
+                        .map_err(backend)?;
+                    continue;
+                }
+                Write::DeleteEndpoint(id) => {
+                    endpoints.remove(id.as_str()).map_err(backend)?;
+                    continue;
+                }
+                Write::Events(events) => {
+                    for event in events {
+                        let bytes = serde_json::to_vec(event).map_err(backend)?;
+                        outbox
+                            .insert(event.msg_id.as_str(), bytes.as_slice())
+                            .map_err(backend)?;
+                    }
+                    continue;
+                }
+            };
+            let case = &commit.case;
+            let id = case.case_id.0.as_u128();
+            let bytes = serde_json::to_vec(case).map_err(backend)?;
+            cases.insert(id, bytes.as_slice()).map_err(backend)?;
+            index
+                .insert((created_key(case.created_at), id), ())
+                .map_err(backend)?;
+            if let Some(review) = &case.review {
+                let bytes = serde_json::to_vec(review).map_err(backend)?;
+                reviews
+                    .insert(review.review_id.as_str(), bytes.as_slice())
+                    .map_err(backend)?;
+            }
+            if let Some(rec) = &commit.idempotency {
+                idem.insert(
+                    rec.key.as_str(),
+                    (rec.case_id.0.as_u128(), rec.created_at.timestamp_millis()),
+                )
+                .map_err(backend)?;
+            }
+            for event in &commit.events {
+                let bytes = serde_json::to_vec(event).map_err(backend)?;
+                outbox
+                    .insert(event.msg_id.as_str(), bytes.as_slice())
+                    .map_err(backend)?;
+            }
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+fn open_deliveries<'a, 'txn>(
+    txn: &'txn redb::WriteTransaction,
+    tables: &'a mut Option<DeliveryTables<'txn>>,
+) -> Result<&'a mut DeliveryTables<'txn>, StoreError> {
+    if tables.is_none() {
+        *tables = Some(DeliveryTables::open(txn)?);
+    }
+    tables
+        .as_mut()
+        .ok_or_else(|| StoreError::Backend("delivery tables not open".into()))
+}
