@@ -4,6 +4,7 @@
 pub mod endpoint;
 pub mod job;
 pub mod pattern;
+pub mod retry;
 pub mod sender;
 pub mod signing;
 pub mod ssrf;
