@@ -15,6 +15,8 @@ use casehub_actors::alerts::{AlertArgs, AlertMonitor};
 use casehub_actors::bus::EventBus;
 use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
+use casehub_actors::delivery::pool::{DeliveryDispatcher, PoolContext, PoolSettings};
+use casehub_actors::delivery::sender::Sender;
 use casehub_actors::store::{EmbeddedStore, MeteredStore, RedisStore, SharedStore};
 use casehub_actors::telemetry::Telemetry;
 use casehub_actors::triage::{SimilarCases, Triage};
@@ -100,6 +102,27 @@ impl Application {
         })
         .await
         .context("starting the alert monitor")?;
+        let delivery = &settings.delivery;
+        let sender = Sender::new(
+            Duration::from_millis(delivery.timeout_ms),
+            delivery.allow_private_targets,
+        )
+        .map_err(|e| anyhow::anyhow!("delivery: cannot build the HTTP client: {e}"))?;
+        let dispatcher = DeliveryDispatcher::start(PoolContext {
+            store: store.clone(),
+            bus: bus.clone(),
+            sender,
+            settings: PoolSettings {
+                workers: delivery.workers,
+                per_endpoint: delivery.per_endpoint_concurrency,
+                retry_schedule: delivery.retry_schedule.clone(),
+                poll_interval: delivery.poll_interval,
+            },
+            dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
+            worker_metrics: telemetry.actor("delivery_worker"),
+        })
+        .await
+        .context("starting the delivery pool")?;
         let ctx = Arc::new(CaseContext {
             store: store.clone(),
             triage,
@@ -146,6 +169,7 @@ impl Application {
             telemetry,
             shutdown,
             alerts,
+            dispatcher,
             started: Instant::now(),
             idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
         });
@@ -214,6 +238,12 @@ impl Application {
         let timeout = state.settings.server.shutdown_timeout;
         state.cases.shutdown(timeout).await;
         let _ = state.alerts.stop_and_wait(None, Some(timeout)).await;
+        // In-flight attempts finish; whatever is still pending stays queued in the store.
+        let _ = state
+            .dispatcher
+            .stop_children_and_wait(None, Some(timeout))
+            .await;
+        let _ = state.dispatcher.stop_and_wait(None, Some(timeout)).await;
         state.store.close().await;
         tracing::info!("casehub stopped");
         Ok(())

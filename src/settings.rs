@@ -159,6 +159,25 @@ pub struct DeliverySettings {
     /// Standard Webhooks timestamps further than this from now are refused.
     #[serde(with = "humantime_serde")]
     pub inbound_tolerance: Duration,
+    /// Per-attempt timeout of outgoing deliveries, in milliseconds.
+    pub timeout_ms: u64,
+    /// Delays after the first attempt, then `failed`.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Delivery workers in the pool.
+    pub workers: usize,
+    /// Deliveries in flight per endpoint at most.
+    pub per_endpoint_concurrency: usize,
+    /// How often due retries are looked for.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let raw: Vec<String> = Deserialize::deserialize(d)?;
+    raw.iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// The embeddable contact form.
@@ -333,6 +352,19 @@ impl Settings {
             return fail("cases.passivation_sweep: must be positive".into());
         }
         self.reviews.validate().map_err(SettingsError)?;
+        let d = &self.delivery;
+        if d.timeout_ms == 0 || d.timeout_ms > 120_000 {
+            return fail("delivery.timeout_ms: must be 1-120000".into());
+        }
+        if d.workers == 0 || d.workers > 1024 {
+            return fail("delivery.workers: must be 1-1024".into());
+        }
+        if d.per_endpoint_concurrency == 0 {
+            return fail("delivery.per_endpoint_concurrency: must be at least 1".into());
+        }
+        if d.poll_interval.is_zero() {
+            return fail("delivery.poll_interval: must be positive".into());
+        }
         if self.delivery.inbound_tolerance.is_zero() {
             return fail("delivery.inbound_tolerance: must be positive".into());
         }

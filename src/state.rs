@@ -32,6 +32,8 @@ pub struct Inner {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The alert monitor (stopped on shutdown).
     pub alerts: ractor::ActorRef<casehub_actors::alerts::AlertMsg>,
+    /// The delivery dispatcher (stopped on shutdown).
+    pub dispatcher: ractor::ActorRef<casehub_actors::delivery::pool::DispatchMsg>,
     pub started: Instant,
     /// Serialises concurrent intakes that carry the same idempotency key (per key).
     pub idempotency_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

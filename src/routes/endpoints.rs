@@ -6,12 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use casehub_actors::delivery::endpoint::{DeliveryOrdering, PayloadFormat, RetryPolicy};
-use casehub_actors::delivery::{Endpoint, EndpointStatus, EventPattern, ssrf};
+use casehub_actors::delivery::pool::DispatchMsg;
+use casehub_actors::delivery::{DeliveryState, Endpoint, EndpointStatus, EventPattern, ssrf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::extract::{ClientIp, JsonObject};
+use crate::extract::{ClientIp, JsonObject, QueryPairs};
 use crate::openapi::{AdminErrors, BodyErrors, ErrorEnvelope, ServerErrors};
 use crate::state::AppState;
 
@@ -468,4 +469,78 @@ pub struct EndpointEnvelope {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct EndpointList {
     pub data: Vec<EndpointView>,
+}
+
+/// `GET /v1/webhooks/endpoints/{id}/deliveries?before=&limit=` — the delivery log, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}/deliveries",
+    operation_id = "endpoint_deliveries",
+    tag = "webhooks",
+    params(
+        ("id" = String, Path, description = "`wh_` + ULID"),
+        ("before" = Option<String>, Query, description = "A msg id: the page after it"),
+        ("limit" = Option<usize>, Query, description = "1-200, default 50"),
+    ),
+    responses(
+        (status = 200, description = "Deliveries with every attempt", body = Object),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> ApiResult<Json<Value>> {
+    state.auth.require_admin(&headers, ip)?;
+    find(&state, &id).await?;
+    let limit = query.page_size("limit", 50, 200)?;
+    let before = query.get("before").filter(|b| !b.is_empty());
+    let jobs = state.store.endpoint_deliveries(&id, before, limit).await?;
+    let next = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.msg_id.clone()))
+        .flatten();
+    let data: Vec<Value> = jobs.iter().map(|j| j.view()).collect();
+    Ok(Json(json!({"data": data, "next_cursor": next})))
+}
+
+/// `POST /v1/webhooks/deliveries/{msg_id}/retry` — sends the message again now, to every
+/// endpoint it went to (delivered, failed or pending); the attempt history is kept.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/deliveries/{msg_id}/retry",
+    operation_id = "retry_delivery",
+    tag = "webhooks",
+    params(("msg_id" = String, Path, description = "`msg_` + ULID")),
+    responses(
+        (status = 202, description = "Queued again", body = Object),
+        (status = 404, description = "`NOT_FOUND`: no delivery of that message", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(msg_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state.auth.require_admin(&headers, ip)?;
+    let mut jobs = state.store.deliveries_of_message(&msg_id).await?;
+    if jobs.is_empty() {
+        return Err(ApiError::not_found("No delivery of that message"));
+    }
+    let now = chrono::Utc::now();
+    for job in &mut jobs {
+        job.state = DeliveryState::Pending;
+        job.due_at = now;
+        state.store.update_delivery(job).await?;
+    }
+    let _ = state.dispatcher.cast(DispatchMsg::Tick);
+    let data: Vec<Value> = jobs.iter().map(|j| j.view()).collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "data": data }))).into_response())
 }

@@ -90,6 +90,8 @@ pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
                 endpoints::delete
             ))
             .routes(routes!(endpoints::rotate_secret))
+            .routes(routes!(endpoints::deliveries))
+            .routes(routes!(endpoints::retry))
             .routes(routes!(ops::events))
             .routes(routes!(ops::health, ops::health_head))
             .routes(routes!(ops::actors))

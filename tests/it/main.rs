@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod delivery;
 mod endpoints;
 mod errors;
 mod harness;

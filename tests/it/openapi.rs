@@ -36,6 +36,8 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/webhooks/endpoints/{id}"),
     ("delete", "/v1/webhooks/endpoints/{id}"),
     ("post", "/v1/webhooks/endpoints/{id}/rotate-secret"),
+    ("get", "/v1/webhooks/endpoints/{id}/deliveries"),
+    ("post", "/v1/webhooks/deliveries/{msg_id}/retry"),
     ("get", "/api/health"),
     ("head", "/api/health"),
     ("get", "/ops/actors"),
@@ -89,6 +91,7 @@ fn concrete(path: &str) -> String {
             "action" => "approve".to_string(),
             "key" => CLIENT_KEY.to_string(),
             "id" => "wh_01JAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
+            "msg_id" => "msg_01JAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
             other => panic!("no sample value for path parameter `{other}` in {path}; add one"),
         };
         out.push_str(&value);

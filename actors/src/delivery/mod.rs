@@ -4,6 +4,7 @@
 pub mod endpoint;
 pub mod job;
 pub mod pattern;
+pub mod pool;
 pub mod retry;
 pub mod sender;
 pub mod signing;

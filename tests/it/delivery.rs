@@ -1,0 +1,388 @@
+//! Outgoing webhooks end to end (CONTRACT §5) against a real local receiver that verifies both
+//! signature forms with code written here from the contract, not casehub's signing module.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::harness::*;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> String {
+        self.headers[name].to_str().unwrap().to_string()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Per path: what arrived, and how many leading requests to fail with which status.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<HashMap<String, Vec<Got>>>>,
+    fail: Arc<Mutex<HashMap<String, (u32, u16)>>>,
+}
+
+impl Receiver {
+    fn got(&self, path: &str) -> Vec<Got> {
+        self.got.lock().get(path).cloned().unwrap_or_default()
+    }
+    fn fail_next(&self, path: &str, times: u32, status: u16) {
+        self.fail.lock().insert(path.to_string(), (times, status));
+    }
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    r.got
+        .lock()
+        .entry(path.clone())
+        .or_default()
+        .push(Got { headers, body });
+    let mut fail = r.fail.lock();
+    match fail.get_mut(&path) {
+        Some((n, status)) if *n > 0 => {
+            *n -= 1;
+            StatusCode::from_u16(*status).unwrap()
+        }
+        _ => StatusCode::OK,
+    }
+}
+
+async fn start_receiver() -> (String, Receiver) {
+    let receiver = Receiver::default();
+    let app = Router::new()
+        .route("/{path}", post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, receiver)
+}
+
+fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Both signature forms of CONTRACT §5, checked from their definitions.
+fn assert_signed(got: &Got, secret: &str) {
+    assert_eq!(
+        got.header("x-webhook-signature"),
+        hex::encode(mac(secret.as_bytes(), &got.body))
+    );
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let signed = [
+        got.header("webhook-id").as_bytes(),
+        b".",
+        got.header("webhook-timestamp").as_bytes(),
+        b".",
+        &got.body,
+    ]
+    .concat();
+    let expected = format!("v1,{}", STANDARD.encode(mac(&key, &signed)));
+    assert!(
+        got.header("webhook-signature")
+            .split(' ')
+            .any(|s| s == expected),
+        "no matching webhook-signature"
+    );
+    assert_eq!(
+        got.header("x-webhook-event"),
+        got.json()["event"].as_str().unwrap()
+    );
+}
+
+async fn endpoint(app: &TestApp, url: String, events: Value, extra: Value) -> (String, String) {
+    let mut body = json!({"url": url, "events": events});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/webhooks/endpoints",
+            Some(ADMIN_KEY),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+    (
+        r.body["data"]["id"].as_str().unwrap().to_string(),
+        r.body["data"]["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+fn events_of(got: &[Got]) -> Vec<String> {
+    got.iter()
+        .map(|g| g.json()["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until `check` holds, failing with `what` after 10 s.
+async fn settle(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 10 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_resume() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (_, secret_a) = endpoint(&app, format!("{base}/a"), json!(["case.*"]), json!({})).await;
+    let (_, secret_b) = endpoint(
+        &app,
+        format!("{base}/b"),
+        json!(["review.completed"]),
+        json!({}),
+    )
+    .await;
+    let (paused, secret_c) = endpoint(
+        &app,
+        format!("{base}/c"),
+        json!(["*"]),
+        json!({"status": "paused"}),
+    )
+    .await;
+    endpoint(
+        &app,
+        format!("{base}/d"),
+        json!(["feedback.received"]),
+        json!({}),
+    )
+    .await;
+
+    let created = app
+        .intake(
+            "It would be great if the dashboard had a dark mode option; please add this feature.",
+        )
+        .await;
+    let review = app
+        .post(
+            "/webhook/support/collaborative",
+            json!({"case_id": created["case_id"], "customer_id": created["customer_id"]}),
+        )
+        .await
+        .ok();
+    app.get(&format!(
+        "/webhook/support/review/{}/approve?reviewer=jane@company.com",
+        review["review_id"].as_str().unwrap()
+    ))
+    .await
+    .ok();
+
+    settle("a gets every case.* event", || rx.got("a").len() == 4).await;
+    settle("b gets review.completed", || rx.got("b").len() == 1).await;
+    assert_eq!(
+        events_of(&rx.got("a")),
+        [
+            "case.created",
+            "case.escalated",
+            "case.updated",
+            "case.resolved"
+        ]
+    );
+    assert_eq!(events_of(&rx.got("b")), ["review.completed"]);
+    for g in rx.got("a") {
+        assert_signed(&g, &secret_a);
+        assert_eq!(g.json()["data"]["case_id"], created["case_id"]);
+        assert!(g.header("user-agent").starts_with("casehub/"));
+    }
+    assert_signed(&rx.got("b")[0], &secret_b);
+    assert!(rx.got("c").is_empty(), "a paused endpoint received");
+    assert!(rx.got("d").is_empty(), "an unsubscribed endpoint received");
+
+    // Resumed, the paused endpoint gets its whole queue.
+    let r = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{paused}"),
+            Some(ADMIN_KEY),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200);
+    settle("c gets its queue", || rx.got("c").len() == 6).await;
+    for g in rx.got("c") {
+        assert_signed(&g, &secret_c);
+    }
+    assert!(rx.got("d").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+        s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
+    })
+    .await;
+    rx.fail_next("flaky", 2, 500);
+    rx.fail_next("down", 100, 503);
+    rx.fail_next("gone", 100, 410);
+    let (flaky, _) = endpoint(
+        &app,
+        format!("{base}/flaky"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    let (down, _) = endpoint(
+        &app,
+        format!("{base}/down"),
+        json!(["case.created"]),
+        json!({"retry_policy": {"kind": "schedule", "delays": ["30ms"]}}),
+    )
+    .await;
+    let (gone, _) = endpoint(
+        &app,
+        format!("{base}/gone"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    let (watcher, _) = endpoint(
+        &app,
+        format!("{base}/watcher"),
+        json!(["endpoint.disabled"]),
+        json!({}),
+    )
+    .await;
+    let _ = watcher;
+    app.intake("Our SSL certificate expired and browsers show a certificate error.")
+        .await;
+
+    settle("flaky delivered on the third attempt", || {
+        rx.got("flaky").len() == 3
+    })
+    .await;
+    let ids: Vec<String> = rx
+        .got("flaky")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "webhook-id changed across retries"
+    );
+    let log = eventually(Duration::from_secs(5), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{flaky}/deliveries"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"][0]["state"] == json!("delivered")).then_some(r.body)
+    })
+    .await;
+    let entry = &log["data"][0];
+    assert_eq!(entry["msg_id"], json!(ids[0]));
+    assert_eq!(entry["attempt"], json!(3));
+    let statuses: Vec<Value> = entry["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(500), json!(500), json!(200)]);
+    assert!(entry["attempts"][0]["duration_ms"].is_number());
+
+    // Down: one retry (its own policy), then failed, kept, and replayable.
+    let failed = eventually(Duration::from_secs(5), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{down}/deliveries"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"][0]["state"] == json!("failed")).then_some(r.body)
+    })
+    .await;
+    assert_eq!(failed["data"][0]["attempt"], json!(2));
+    assert_eq!(rx.got("down").len(), 2);
+    rx.fail_next("down", 0, 503);
+    let msg = failed["data"][0]["msg_id"].as_str().unwrap();
+    let replay = app
+        .send(
+            Method::POST,
+            &format!("/v1/webhooks/deliveries/{msg}/retry"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(replay.status.as_u16(), 202, "{}", replay.body);
+    settle("the replay arrives", || rx.got("down").len() == 3).await;
+
+    // 410 Gone disables at once and tells the others.
+    let disabled = eventually(Duration::from_secs(5), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{gone}"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"]["status"] == json!("disabled")).then_some(r.body)
+    })
+    .await;
+    assert!(
+        disabled["data"]["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    assert_eq!(rx.got("gone").len(), 1);
+    settle("endpoint.disabled is delivered", || {
+        rx.got("watcher").len() == 1
+    })
+    .await;
+    assert_eq!(
+        rx.got("watcher")[0].json()["data"]["endpoint_id"],
+        json!(gone)
+    );
+    app.stop().await;
+}
