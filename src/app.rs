@@ -238,12 +238,13 @@ impl Application {
         let timeout = state.settings.server.shutdown_timeout;
         state.cases.shutdown(timeout).await;
         let _ = state.alerts.stop_and_wait(None, Some(timeout)).await;
-        // In-flight attempts finish; whatever is still pending stays queued in the store.
+        // Attempts still in flight are abandoned, not awaited: their jobs stay pending in the
+        // store and are sent again after a restart (at-least-once), so a receiver that never
+        // answers cannot hold up shutdown.
         let _ = state
             .dispatcher
-            .stop_children_and_wait(None, Some(timeout))
+            .stop_and_wait(None, Some(Duration::from_secs(2)))
             .await;
-        let _ = state.dispatcher.stop_and_wait(None, Some(timeout)).await;
         state.store.close().await;
         tracing::info!("casehub stopped");
         Ok(())

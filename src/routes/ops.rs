@@ -66,6 +66,14 @@ pub async fn health(State(state): State<AppState>) -> Response {
         json!({"status": "not_configured"})
     };
     let actors = state.telemetry.actor("case_actor").snapshot();
+    let delivery_check = match state.store.delivery_backlog().await {
+        Ok(per_endpoint) => json!({
+            "status": "healthy",
+            "backlog": per_endpoint.values().sum::<u64>(),
+            "backlog_by_endpoint": per_endpoint,
+        }),
+        Err(_) => json!({"status": "unhealthy", "detail": "delivery queue unreachable"}),
+    };
     let overall = match store_status {
         "unhealthy" => "unhealthy",
         "degraded" => "degraded",
@@ -78,6 +86,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "checks": {
             "store": store_check,
             "redis": redis_check,
+            "delivery": delivery_check,
             "actors": {
                 "status": "healthy",
                 "case_actors_live": actors["live"],
@@ -327,6 +336,9 @@ pub struct HealthChecks {
     /// The store check again when the store is Redis, else `{"status": "not_configured"}`.
     #[schema(value_type = Object)]
     pub redis: Value,
+    /// `{"status", "backlog", "backlog_by_endpoint"}`: pending deliveries.
+    #[schema(value_type = Object)]
+    pub delivery: Value,
     pub actors: ActorsCheck,
 }
 

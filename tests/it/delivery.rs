@@ -386,3 +386,112 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn queued_deliveries_survive_kill_9_and_arrive_once_the_receiver_is_up() {
+    let (base, rx) = start_receiver().await;
+    rx.fail_next("crash", 1_000_000, 503);
+    let store = TestStore::new();
+    let env = [
+        ("CASEHUB__DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("CASEHUB__DELIVERY__POLL_INTERVAL", "20ms"),
+        (
+            "CASEHUB__DELIVERY__RETRY_SCHEDULE",
+            "[\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\",\"100ms\"]",
+        ),
+    ];
+    let server = ServerProcess::start_with(&store, &env).await;
+    let app = server.client();
+    endpoint(
+        &app,
+        format!("{base}/crash"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(
+            app.intake("Our SSL certificate expired and browsers show a certificate error.")
+                .await["case_id"]
+                .clone(),
+        );
+    }
+    settle("attempts reach the failing receiver", || {
+        rx.got("crash").len() >= 5
+    })
+    .await;
+    server.kill9();
+    let before: std::collections::HashSet<String> = rx
+        .got("crash")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+
+    rx.fail_next("crash", 0, 503);
+    let _server = ServerProcess::start_with(&store, &env).await;
+    settle(
+        "every acknowledged event is delivered after the restart",
+        || {
+            let delivered: std::collections::HashSet<Value> = rx
+                .got("crash")
+                .iter()
+                .skip_while(|g| g.json()["data"]["case_id"].is_null())
+                .map(|g| g.json()["data"]["case_id"].clone())
+                .collect();
+            created.iter().all(|id| delivered.contains(id))
+        },
+    )
+    .await;
+    // The same message keeps its webhook-id across the crash.
+    let after: std::collections::HashSet<String> = rx
+        .got("crash")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+    assert!(before.iter().all(|id| after.contains(id)));
+    assert_eq!(after.len(), 5, "one webhook-id per acknowledged event");
+}
+
+#[tokio::test]
+async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
+    let (base, rx) = start_receiver().await;
+    // Never answers: accept connections and hold them.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+        s.delivery.timeout_ms = 30_000;
+    })
+    .await;
+    endpoint(&app, hole_url, json!(["case.created"]), json!({})).await;
+    endpoint(
+        &app,
+        format!("{base}/healthy"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    for _ in 0..20 {
+        app.intake("Our SSL certificate expired and browsers show a certificate error.")
+            .await;
+    }
+    // Generous bound: the black hole holds 8 attempts for 30 s each; the healthy one is not held.
+    let started = std::time::Instant::now();
+    settle("the healthy endpoint gets all 20", || {
+        rx.got("healthy").len() == 20
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Shutdown abandons the black hole's attempts instead of waiting out their timeout.
+    let stopping = std::time::Instant::now();
+    app.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(10));
+}

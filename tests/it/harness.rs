@@ -341,6 +341,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on a free port with `store`.
     pub async fn start(store: &TestStore) -> ServerProcess {
+        Self::start_with(store, &[]).await
+    }
+
+    /// Starts the binary with extra `CASEHUB__…` environment settings.
+    pub async fn start_with(store: &TestStore, env: &[(&str, &str)]) -> ServerProcess {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().unwrap().port()
@@ -351,6 +356,7 @@ impl ServerProcess {
             .envs(store.env())
             .env("CASEHUB__RATE_LIMITS__ENABLED", "false")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -242,6 +242,7 @@ async fn health_get_and_head() {
     assert!(b["checks"]["store"]["latencyMs"].is_number());
     assert!(b["checks"]["redis"]["status"].is_string());
     assert!(b["checks"]["actors"]["status"].is_string());
+    assert_eq!(b["checks"]["delivery"]["backlog"], json!(0));
     assert!(b["timestamp"].as_str().unwrap().ends_with('Z'));
     let head = app
         .client
