@@ -57,7 +57,7 @@ async fn receive(
     Path(path): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, [(&'static str, &'static str); 1]) {
     r.got
         .lock()
         .entry(path.clone())
@@ -67,9 +67,13 @@ async fn receive(
     match fail.get_mut(&path) {
         Some((n, status)) if *n > 0 => {
             *n -= 1;
-            StatusCode::from_u16(*status).unwrap()
+            // Failures ask for a second's pause; policies clamp it to their own bounds.
+            (
+                StatusCode::from_u16(*status).unwrap(),
+                [("retry-after", "1")],
+            )
         }
-        _ => StatusCode::OK,
+        _ => (StatusCode::OK, [("x-receiver", "ok")]),
     }
 }
 
@@ -494,4 +498,72 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
     let stopping = std::time::Instant::now();
     app.stop().await;
     assert!(stopping.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn slack_endpoints_get_a_colored_attachment_and_retry_after_is_honoured() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (_, slack_secret) = endpoint(
+        &app,
+        format!("{base}/slack"),
+        json!(["case.created"]),
+        json!({"format": "slack"}),
+    )
+    .await;
+    // The busy receiver asks for 1 s; the policy allows up to 2 s, so 1 s is honoured.
+    rx.fail_next("busy", 1, 503);
+    endpoint(
+        &app,
+        format!("{base}/busy"),
+        json!(["case.created"]),
+        json!({"retry_policy": {"kind": "schedule", "delays": ["50ms", "2s"]}}),
+    )
+    .await;
+    let created = app
+        .intake("Our SSL certificate expired and browsers show a certificate error.")
+        .await;
+
+    settle("slack message", || rx.got("slack").len() == 1).await;
+    let got = &rx.got("slack")[0];
+    let msg = got.json();
+    assert!(msg["text"].as_str().unwrap().contains("case.created"));
+    assert!(
+        msg["text"]
+            .as_str()
+            .unwrap()
+            .contains(created["case_id"].as_str().unwrap())
+    );
+    let attachment = &msg["attachments"][0];
+    assert!(attachment["color"].is_string());
+    assert_eq!(attachment["title"], json!("case.created"));
+    assert!(
+        attachment["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["title"] == json!("case_id"))
+    );
+    // Signed like every delivery (the event header names the event).
+    assert_eq!(
+        got.header("x-webhook-signature"),
+        hex::encode(mac(slack_secret.as_bytes(), &got.body))
+    );
+    assert_eq!(got.header("x-webhook-event"), "case.created");
+
+    settle("the busy receiver gets its retry", || {
+        rx.got("busy").len() == 2
+    })
+    .await;
+    let times: Vec<i64> = rx
+        .got("busy")
+        .iter()
+        .map(|g| g.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    assert!(times[1] - times[0] >= 1, "Retry-After ignored: {times:?}");
+    app.stop().await;
 }
