@@ -120,6 +120,7 @@ impl Application {
             },
             dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
             worker_metrics: telemetry.actor("delivery_worker"),
+            telemetry: telemetry.clone(),
         })
         .await
         .context("starting the delivery pool")?;

@@ -35,6 +35,12 @@ pub struct StatusLabel {
     pub to: String,
 }
 
+/// Label of delivery attempts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 /// Label of store latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
@@ -80,6 +86,8 @@ pub struct Telemetry {
     store_latency: HistogramFamily<OpLabel>,
     events: Family<EventLabel, Counter>,
     transitions: Family<StatusLabel, Counter>,
+    delivery_attempts: Family<OutcomeLabel, Counter>,
+    delivery_latency: Histogram,
     lifecycle: broadcast::Sender<LifecycleEvent>,
 }
 
@@ -161,8 +169,22 @@ impl Telemetry {
             "Case status transitions, by the status entered",
             transitions.clone(),
         );
+        let delivery_attempts: Family<OutcomeLabel, Counter> = Family::default();
+        registry.register(
+            "delivery_attempts",
+            "Webhook delivery attempts by outcome (delivered, rejected, error, gone)",
+            delivery_attempts.clone(),
+        );
+        let delivery_latency = latency_histogram();
+        registry.register(
+            "delivery_attempt_seconds",
+            "Duration of one webhook delivery attempt",
+            delivery_latency.clone(),
+        );
         let (lifecycle, _) = broadcast::channel(LIFECYCLE_CAPACITY);
         Telemetry {
+            delivery_attempts,
+            delivery_latency,
             registry: RwLock::new(registry),
             actors,
             kinds: Mutex::new(BTreeMap::new()),
@@ -224,6 +246,16 @@ impl Telemetry {
                 })
                 .inc();
         }
+    }
+
+    /// Counts one delivery attempt and its duration.
+    pub fn delivery_attempt(&self, outcome: &str, took: Duration) {
+        self.delivery_attempts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.delivery_latency.observe(took.as_secs_f64());
     }
 
     /// Counts a case entering `status`.

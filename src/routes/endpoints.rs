@@ -544,3 +544,51 @@ pub async fn retry(
     let data: Vec<Value> = jobs.iter().map(|j| j.view()).collect();
     Ok((StatusCode::ACCEPTED, Json(json!({ "data": data }))).into_response())
 }
+
+/// `POST /v1/webhooks/endpoints/{id}/test` — queues a signed `webhook.test` delivery to this
+/// endpoint only; it shows in the endpoint's delivery log like any other.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/test",
+    operation_id = "test_endpoint",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "`wh_` + ULID")),
+    responses(
+        (status = 202, description = "Queued; the delivery log shows the outcome", body = Object),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        AdminErrors, ServerErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn test_send(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state.auth.require_admin(&headers, ip)?;
+    let endpoint = find(&state, &id).await?;
+    let answer = state
+        .dispatcher
+        .call(
+            |reply| DispatchMsg::Test(Box::new(endpoint), reply),
+            Some(std::time::Duration::from_secs(5)),
+        )
+        .await;
+    let job = match answer {
+        Ok(ractor::rpc::CallResult::Success(Ok(job))) => job,
+        Ok(ractor::rpc::CallResult::Success(Err(cause))) => {
+            tracing::warn!(%cause, "queueing a test delivery failed");
+            return Err(ApiError::unavailable(
+                "The delivery queue is unavailable; retry shortly",
+            ));
+        }
+        _ => {
+            return Err(ApiError::unavailable(
+                "The delivery pool is busy; retry shortly",
+            ));
+        }
+    };
+    let _ = state.dispatcher.cast(DispatchMsg::Tick);
+    Ok((StatusCode::ACCEPTED, Json(json!({"data": job.view()}))).into_response())
+}

@@ -92,6 +92,7 @@ pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
             .routes(routes!(endpoints::rotate_secret))
             .routes(routes!(endpoints::deliveries))
             .routes(routes!(endpoints::retry))
+            .routes(routes!(endpoints::test_send))
             .routes(routes!(ops::events))
             .routes(routes!(ops::health, ops::health_head))
             .routes(routes!(ops::actors))

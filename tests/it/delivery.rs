@@ -359,6 +359,24 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
         .await;
     assert_eq!(replay.status.as_u16(), 202, "{}", replay.body);
     settle("the replay arrives", || rx.got("down").len() == 3).await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .header("X-API-Key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "casehub_delivery_attempts_total{outcome=\"delivered\"}",
+        "casehub_delivery_attempts_total{outcome=\"rejected\"}",
+        "casehub_delivery_attempt_seconds_count",
+        "casehub_actors_live{kind=\"delivery_worker\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing from /metrics");
+    }
 
     // 410 Gone disables at once and tells the others.
     let disabled = eventually(Duration::from_secs(5), || async {

@@ -37,6 +37,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/webhooks/endpoints/{id}"),
     ("post", "/v1/webhooks/endpoints/{id}/rotate-secret"),
     ("get", "/v1/webhooks/endpoints/{id}/deliveries"),
+    ("post", "/v1/webhooks/endpoints/{id}/test"),
     ("post", "/v1/webhooks/deliveries/{msg_id}/retry"),
     ("get", "/api/health"),
     ("head", "/api/health"),

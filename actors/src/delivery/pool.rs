@@ -8,6 +8,7 @@
 //! the dispatcher it is done. After a restart everything pending is simply due again.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -27,7 +28,7 @@ use super::sender::Sender;
 use crate::bus::EventBus;
 use crate::domain::{Event, EventKind};
 use crate::store::SharedStore;
-use crate::telemetry::ActorMetrics;
+use crate::telemetry::{ActorMetrics, Telemetry};
 
 /// Pool limits and the global retry policy.
 #[derive(Debug, Clone)]
@@ -56,6 +57,11 @@ pub enum DispatchMsg {
     Tick,
     /// A worker finished a job.
     Finished(JobKey),
+    /// Queue a `webhook.test` delivery to one endpoint; answers the job.
+    Test(
+        Box<Endpoint>,
+        ractor::RpcReplyPort<Result<DeliveryJob, String>>,
+    ),
 }
 
 type PoolFactory = ActorRef<FactoryMessage<JobKey, Work>>;
@@ -72,6 +78,7 @@ pub struct PoolContext {
     pub settings: PoolSettings,
     pub dispatcher_metrics: ActorMetrics,
     pub worker_metrics: ActorMetrics,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Dispatcher state.
@@ -176,11 +183,24 @@ impl Actor for DeliveryDispatcher {
         state: &mut DispatchState,
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
-        if let DispatchMsg::Finished(key) = msg {
-            state.in_flight.remove(&key);
-            if let Some(n) = state.per_endpoint.get_mut(&key.0) {
-                *n = n.saturating_sub(1);
+        match msg {
+            DispatchMsg::Finished(key) => {
+                state.in_flight.remove(&key);
+                if let Some(n) = state.per_endpoint.get_mut(&key.0) {
+                    *n = n.saturating_sub(1);
+                }
             }
+            DispatchMsg::Test(endpoint, reply) => {
+                // The dispatcher is the only writer of the fan-out cursor, so the test job is
+                // enqueued here, with the cursor unchanged.
+                let _ = reply.send(
+                    state
+                        .enqueue_test(&endpoint)
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            DispatchMsg::Tick => {}
         }
         // Store trouble is retried on the next tick; nothing is lost, the queue is durable.
         if let Err(e) = state.cycle().await {
@@ -214,6 +234,26 @@ impl DispatchState {
             .collect();
         self.fan_out(&endpoints).await?;
         self.schedule(&endpoints).await
+    }
+
+    async fn enqueue_test(
+        &mut self,
+        endpoint: &Endpoint,
+    ) -> Result<DeliveryJob, crate::store::StoreError> {
+        let now = Utc::now();
+        let event = Event::new(
+            EventKind::WebhookTest,
+            "webhooks",
+            now,
+            json!({"endpoint_id": endpoint.id, "message": "casehub test delivery"}),
+        );
+        let job = DeliveryJob::new(&event, &endpoint.id);
+        let cursor = self.ctx.store.dispatch_cursor().await?.unwrap_or_default();
+        self.ctx
+            .store
+            .enqueue_deliveries(vec![job.clone()], &cursor)
+            .await?;
+        Ok(job)
     }
 
     /// Turns new outbox events into jobs for the endpoints subscribed to them.
@@ -364,6 +404,13 @@ impl DeliveryWorker {
             .send(&endpoint, &job.msg_id, &job.event, &body, now)
             .await;
         let gone = outcome.status == Some(410);
+        let label = match (outcome.delivered(), gone, outcome.status) {
+            (true, _, _) => "delivered",
+            (_, true, _) => "gone",
+            (_, _, Some(_)) => "rejected",
+            (_, _, None) => "error",
+        };
+        self.ctx.telemetry.delivery_attempt(label, outcome.duration);
         let next = if outcome.delivered() || gone {
             None
         } else {

@@ -27,6 +27,10 @@ pub enum EventKind {
     EndpointDisabled,
     #[serde(rename = "alert.triggered")]
     AlertTriggered,
+    /// Sent to one endpoint on request (`POST /v1/webhooks/endpoints/{id}/test`); never
+    /// recorded in the outbox.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
 }
 
 impl EventKind {
@@ -42,6 +46,7 @@ impl EventKind {
             EventKind::FeedbackReceived => "feedback.received",
             EventKind::EndpointDisabled => "endpoint.disabled",
             EventKind::AlertTriggered => "alert.triggered",
+            EventKind::WebhookTest => "webhook.test",
         }
     }
 }
