@@ -117,6 +117,8 @@ impl Application {
                 per_endpoint: delivery.per_endpoint_concurrency,
                 retry_schedule: delivery.retry_schedule.clone(),
                 poll_interval: delivery.poll_interval,
+                circuit_threshold: delivery.circuit_threshold,
+                circuit_cooldown: delivery.circuit_cooldown,
             },
             dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
             worker_metrics: telemetry.actor("delivery_worker"),

@@ -171,6 +171,11 @@ pub struct DeliverySettings {
     /// How often due retries are looked for.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Failures in a row that open an endpoint's circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit holds an endpoint's deliveries before one probe.
+    #[serde(with = "humantime_serde")]
+    pub circuit_cooldown: Duration,
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -361,6 +366,9 @@ impl Settings {
         }
         if d.per_endpoint_concurrency == 0 {
             return fail("delivery.per_endpoint_concurrency: must be at least 1".into());
+        }
+        if d.circuit_threshold == 0 {
+            return fail("delivery.circuit_threshold: must be at least 1".into());
         }
         if d.poll_interval.is_zero() {
             return fail("delivery.poll_interval: must be positive".into());

@@ -585,3 +585,55 @@ async fn slack_endpoints_get_a_colored_attachment_and_retry_after_is_honoured() 
     assert!(times[1] - times[0] >= 1, "Retry-After ignored: {times:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_failing_endpoint_trips_its_circuit_then_one_probe_closes_it() {
+    let (base, rx) = start_receiver().await;
+    rx.fail_next("trip", 1_000, 500);
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+        s.delivery.circuit_threshold = 3;
+        s.delivery.circuit_cooldown = Duration::from_millis(1500);
+    })
+    .await;
+    let (id, _) = endpoint(
+        &app,
+        format!("{base}/trip"),
+        json!(["case.created"]),
+        json!({"retry_policy": {"kind": "schedule", "delays": ["20ms", "20ms", "20ms", "20ms", "20ms", "20ms"]}}),
+    )
+    .await;
+    app.intake("Our SSL certificate expired and browsers show a certificate error.")
+        .await;
+    settle("three failures open the circuit", || {
+        rx.got("trip").len() >= 3
+    })
+    .await;
+    // Open: the retries that fall due are held back during the cool-down.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        rx.got("trip").len(),
+        3,
+        "the open circuit let a delivery through"
+    );
+    rx.fail_next("trip", 0, 500);
+    settle("one probe after the cool-down", || {
+        rx.got("trip").len() == 4
+    })
+    .await;
+    let log = eventually(Duration::from_secs(5), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"][0]["state"] == json!("delivered")).then_some(r.body)
+    })
+    .await;
+    assert_eq!(log["data"][0]["attempt"], json!(4));
+    app.stop().await;
+}

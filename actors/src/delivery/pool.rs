@@ -38,6 +38,10 @@ pub struct PoolSettings {
     pub retry_schedule: Vec<Duration>,
     /// How often due jobs are looked for when nothing wakes the dispatcher.
     pub poll_interval: Duration,
+    /// Failures in a row that open an endpoint's circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit holds deliveries back before a probe.
+    pub circuit_cooldown: Duration,
 }
 
 /// (endpoint id, msg id)
@@ -55,8 +59,8 @@ pub struct Work {
 pub enum DispatchMsg {
     /// Look for new events and due jobs.
     Tick,
-    /// A worker finished a job.
-    Finished(JobKey),
+    /// A worker finished a job; `true` when the attempt was acknowledged.
+    Finished(JobKey, bool),
     /// Queue a `webhook.test` delivery to one endpoint; answers the job.
     Test(
         Box<Endpoint>,
@@ -81,12 +85,21 @@ pub struct PoolContext {
     pub telemetry: Arc<Telemetry>,
 }
 
+/// A per-endpoint circuit: open after `circuit_threshold` failures in a row; after the cool-down
+/// one probe goes out (half-open) and its outcome closes or reopens it.
+#[derive(Debug, Default)]
+struct Circuit {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
 /// Dispatcher state.
 pub struct DispatchState {
     ctx: PoolContext,
     factory: PoolFactory,
     in_flight: HashSet<JobKey>,
     per_endpoint: HashMap<String, usize>,
+    circuits: HashMap<String, Circuit>,
 }
 
 impl DeliveryDispatcher {
@@ -164,6 +177,7 @@ impl Actor for DeliveryDispatcher {
             factory,
             in_flight: HashSet::new(),
             per_endpoint: HashMap::new(),
+            circuits: HashMap::new(),
         })
     }
 
@@ -184,11 +198,12 @@ impl Actor for DeliveryDispatcher {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         match msg {
-            DispatchMsg::Finished(key) => {
+            DispatchMsg::Finished(key, delivered) => {
                 state.in_flight.remove(&key);
                 if let Some(n) = state.per_endpoint.get_mut(&key.0) {
                     *n = n.saturating_sub(1);
                 }
+                state.record_outcome(&key.0, delivered);
             }
             DispatchMsg::Test(endpoint, reply) => {
                 // The dispatcher is the only writer of the fan-out cursor, so the test job is
@@ -280,6 +295,29 @@ impl DispatchState {
         }
     }
 
+    fn record_outcome(&mut self, endpoint: &str, delivered: bool) {
+        let settings = &self.ctx.settings;
+        let circuit = self.circuits.entry(endpoint.to_string()).or_default();
+        if delivered {
+            *circuit = Circuit::default();
+            return;
+        }
+        circuit.failures += 1;
+        if circuit.failures >= settings.circuit_threshold {
+            circuit.open_until = Some(Instant::now() + settings.circuit_cooldown);
+        }
+    }
+
+    /// How many more jobs the circuit lets through for `endpoint` now (given `busy` in flight).
+    fn circuit_allows(&self, endpoint: &str, busy: usize) -> usize {
+        match self.circuits.get(endpoint).and_then(|c| c.open_until) {
+            None => usize::MAX,
+            Some(until) if Instant::now() < until => 0,
+            // Half-open: a single probe at a time.
+            Some(_) => usize::from(busy == 0),
+        }
+    }
+
     /// Hands due jobs of active endpoints to the workers, within the per-endpoint bound.
     async fn schedule(
         &mut self,
@@ -296,6 +334,14 @@ impl DispatchState {
                 continue;
             };
             if endpoint.status != EndpointStatus::Active {
+                continue;
+            }
+            let in_flight_now = self
+                .per_endpoint
+                .get(&job.endpoint_id)
+                .copied()
+                .unwrap_or(0);
+            if self.circuit_allows(&job.endpoint_id, in_flight_now) == 0 {
                 continue;
             }
             let busy = self
@@ -382,20 +428,27 @@ impl Worker for DeliveryWorker {
     ) -> Result<JobKey, ActorProcessingErr> {
         let started = Instant::now();
         self.ctx.worker_metrics.mailbox.dec();
-        if let Err(e) = self.attempt(msg).await {
-            tracing::warn!(endpoint = %key.0, msg_id = %key.1, error = %e, "recording a delivery attempt failed");
-        }
-        let _ = self.dispatcher.cast(DispatchMsg::Finished(key.clone()));
+        let delivered = match self.attempt(msg).await {
+            Ok(delivered) => delivered,
+            Err(e) => {
+                tracing::warn!(endpoint = %key.0, msg_id = %key.1, error = %e, "recording a delivery attempt failed");
+                false
+            }
+        };
+        let _ = self
+            .dispatcher
+            .cast(DispatchMsg::Finished(key.clone(), delivered));
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
     }
 }
 
 impl DeliveryWorker {
+    /// One attempt, recorded; `Ok(true)` when it was acknowledged.
     async fn attempt(
         &self,
         Work { mut job, endpoint }: Work,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<bool, crate::store::StoreError> {
         let now = Utc::now();
         let body = render(&endpoint, &job);
         let outcome = self
@@ -450,7 +503,7 @@ impl DeliveryWorker {
             self.disable(&endpoint.id, "the endpoint answered 410 Gone")
                 .await?;
         }
-        Ok(())
+        Ok(outcome.delivered())
     }
 
     /// Disables an endpoint and records `endpoint.disabled` for the others subscribed to it.
