@@ -119,6 +119,7 @@ impl Application {
                 poll_interval: delivery.poll_interval,
                 circuit_threshold: delivery.circuit_threshold,
                 circuit_cooldown: delivery.circuit_cooldown,
+                disable_after: delivery.disable_after,
             },
             dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
             worker_metrics: telemetry.actor("delivery_worker"),

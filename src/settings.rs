@@ -176,6 +176,9 @@ pub struct DeliverySettings {
     /// How long an open circuit holds an endpoint's deliveries before one probe.
     #[serde(with = "humantime_serde")]
     pub circuit_cooldown: Duration,
+    /// An endpoint failing without a single success this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {

@@ -637,3 +637,57 @@ async fn a_failing_endpoint_trips_its_circuit_then_one_probe_closes_it() {
     assert_eq!(log["data"][0]["attempt"], json!(4));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_too_long_is_disabled_and_others_are_told() {
+    let (base, rx) = start_receiver().await;
+    rx.fail_next("dead", 1_000, 500);
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+        s.delivery.disable_after = Duration::from_millis(300);
+        s.delivery.circuit_threshold = 1_000;
+    })
+    .await;
+    let (dead, _) = endpoint(
+        &app,
+        format!("{base}/dead"),
+        json!(["case.created"]),
+        json!({"retry_policy": {"kind": "exponential", "base": "50ms", "factor": 1.0, "max_age": "1h"}}),
+    )
+    .await;
+    endpoint(
+        &app,
+        format!("{base}/ops"),
+        json!(["endpoint.disabled"]),
+        json!({}),
+    )
+    .await;
+    app.intake("Our SSL certificate expired and browsers show a certificate error.")
+        .await;
+    let disabled = eventually(Duration::from_secs(10), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{dead}"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"]["status"] == json!("disabled")).then_some(r.body)
+    })
+    .await;
+    assert!(
+        disabled["data"]["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("without a success")
+    );
+    assert!(rx.got("dead").len() >= 2);
+    settle("endpoint.disabled reaches the others", || {
+        rx.got("ops").len() == 1
+    })
+    .await;
+    assert_eq!(rx.got("ops")[0].json()["data"]["endpoint_id"], json!(dead));
+    app.stop().await;
+}

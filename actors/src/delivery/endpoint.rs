@@ -125,6 +125,9 @@ pub struct Endpoint {
     pub secret: String,
     pub previous_secret: Option<RetiringSecret>,
     pub disabled_reason: Option<String>,
+    /// Since when every attempt has failed; cleared by a success.
+    #[serde(default)]
+    pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -145,6 +148,7 @@ impl Endpoint {
             secret: new_secret(),
             previous_secret: None,
             disabled_reason: None,
+            failing_since: None,
             created_at: now,
             updated_at: now,
         }
@@ -189,6 +193,7 @@ impl Endpoint {
             "rate_limit": self.rate_limit,
             "ordering": self.ordering,
             "disabled_reason": self.disabled_reason,
+            "failing_since": self.failing_since,
             "secret_rotation_overlap_until": self.previous_secret.as_ref().map(|p| p.until),
             "created_at": self.created_at,
             "updated_at": self.updated_at,

@@ -42,6 +42,8 @@ pub struct PoolSettings {
     pub circuit_threshold: u32,
     /// How long an open circuit holds deliveries back before a probe.
     pub circuit_cooldown: Duration,
+    /// An endpoint failing without a single success this long is disabled.
+    pub disable_after: Duration,
 }
 
 /// (endpoint id, msg id)
@@ -502,8 +504,50 @@ impl DeliveryWorker {
         if gone {
             self.disable(&endpoint.id, "the endpoint answered 410 Gone")
                 .await?;
+        } else {
+            self.track_failure_streak(&endpoint.id, outcome.delivered(), now)
+                .await?;
         }
         Ok(outcome.delivered())
+    }
+
+    /// Starts or clears the endpoint's failure streak, and disables it once the streak is older
+    /// than `disable_after`. Writes only when the streak starts or ends.
+    async fn track_failure_streak(
+        &self,
+        id: &str,
+        delivered: bool,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(mut endpoint) = self.ctx.store.load_endpoint(id).await? else {
+            return Ok(());
+        };
+        match (delivered, endpoint.failing_since) {
+            (true, Some(_)) => {
+                endpoint.failing_since = None;
+                self.ctx.store.put_endpoint(&endpoint).await
+            }
+            (false, None) => {
+                endpoint.failing_since = Some(now);
+                self.ctx.store.put_endpoint(&endpoint).await
+            }
+            (false, Some(since)) => {
+                let limit = chrono::Duration::from_std(self.ctx.settings.disable_after)
+                    .unwrap_or(chrono::Duration::MAX);
+                if now - since >= limit {
+                    let reason = format!(
+                        "every delivery failed since {} ({} without a success)",
+                        crate::domain::rfc3339(since),
+                        humantime_serde::re::humantime::format_duration(
+                            self.ctx.settings.disable_after
+                        )
+                    );
+                    self.disable(id, &reason).await?;
+                }
+                Ok(())
+            }
+            (true, None) => Ok(()),
+        }
     }
 
     /// Disables an endpoint and records `endpoint.disabled` for the others subscribed to it.
