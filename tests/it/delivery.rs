@@ -691,3 +691,51 @@ async fn an_endpoint_failing_too_long_is_disabled_and_others_are_told() {
     assert_eq!(rx.got("ops")[0].json()["data"]["endpoint_id"], json!(dead));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_rate_limit_spreads_its_deliveries() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    endpoint(
+        &app,
+        format!("{base}/slow"),
+        json!(["case.created"]),
+        json!({"rate_limit": 4}),
+    )
+    .await;
+    endpoint(
+        &app,
+        format!("{base}/fast"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    for _ in 0..12 {
+        app.intake("Our SSL certificate expired and browsers show a certificate error.")
+            .await;
+    }
+    settle("the unthrottled endpoint gets all 12", || {
+        rx.got("fast").len() == 12
+    })
+    .await;
+    settle("the throttled one gets all 12 too", || {
+        rx.got("slow").len() == 12
+    })
+    .await;
+    // 12 deliveries at 4 per second (burst of 4) cannot all fall in one second.
+    let stamps: Vec<i64> = rx
+        .got("slow")
+        .iter()
+        .map(|g| g.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    let spread = stamps.iter().max().unwrap() - stamps.iter().min().unwrap();
+    assert!(
+        spread >= 1,
+        "12 deliveries within one second at 4/s: {stamps:?}"
+    );
+    app.stop().await;
+}

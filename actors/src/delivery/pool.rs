@@ -95,6 +95,12 @@ struct Circuit {
     open_until: Option<Instant>,
 }
 
+/// An endpoint's `rate_limit` as a GCRA limiter (deliveries per second, burst of one second).
+struct Throttle {
+    per_second: u32,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
 /// Dispatcher state.
 pub struct DispatchState {
     ctx: PoolContext,
@@ -102,6 +108,7 @@ pub struct DispatchState {
     in_flight: HashSet<JobKey>,
     per_endpoint: HashMap<String, usize>,
     circuits: HashMap<String, Circuit>,
+    throttles: HashMap<String, Throttle>,
 }
 
 impl DeliveryDispatcher {
@@ -180,6 +187,7 @@ impl Actor for DeliveryDispatcher {
             in_flight: HashSet::new(),
             per_endpoint: HashMap::new(),
             circuits: HashMap::new(),
+            throttles: HashMap::new(),
         })
     }
 
@@ -310,6 +318,29 @@ impl DispatchState {
         }
     }
 
+    /// Takes one delivery from the endpoint's `rate_limit`, if it has one; false when over it
+    /// (the job stays due and goes on a later tick).
+    fn throttle_allows(&mut self, endpoint: &Endpoint) -> bool {
+        let Some(per_second) = endpoint.rate_limit.and_then(std::num::NonZeroU32::new) else {
+            self.throttles.remove(&endpoint.id);
+            return true;
+        };
+        let throttle = self
+            .throttles
+            .entry(endpoint.id.clone())
+            .or_insert_with(|| Throttle {
+                per_second: per_second.get(),
+                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            });
+        if throttle.per_second != per_second.get() {
+            *throttle = Throttle {
+                per_second: per_second.get(),
+                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            };
+        }
+        throttle.limiter.check().is_ok()
+    }
+
     /// How many more jobs the circuit lets through for `endpoint` now (given `busy` in flight).
     fn circuit_allows(&self, endpoint: &str, busy: usize) -> usize {
         match self.circuits.get(endpoint).and_then(|c| c.open_until) {
@@ -353,6 +384,13 @@ impl DispatchState {
             if *busy >= self.ctx.settings.per_endpoint {
                 continue;
             }
+            if !self.throttle_allows(endpoint) {
+                continue;
+            }
+            let busy = self
+                .per_endpoint
+                .entry(job.endpoint_id.clone())
+                .or_default();
             *busy += 1;
             self.in_flight.insert(key.clone());
             self.ctx.worker_metrics.queued();
