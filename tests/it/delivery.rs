@@ -144,6 +144,38 @@ async fn endpoint(app: &TestApp, url: String, events: Value, extra: Value) -> (S
     )
 }
 
+/// Waits until the newest delivery of endpoint `id` is in `state`; returns the log page.
+async fn log_when(app: &TestApp, id: &str, state: &str) -> Value {
+    eventually(Duration::from_secs(10), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"][0]["state"] == json!(state)).then_some(r.body)
+    })
+    .await
+}
+
+/// Waits until endpoint `id` is disabled; returns it.
+async fn disabled_endpoint(app: &TestApp, id: &str) -> Value {
+    eventually(Duration::from_secs(10), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{id}"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        (r.body["data"]["status"] == json!("disabled")).then_some(r.body)
+    })
+    .await
+}
+
 fn events_of(got: &[Got]) -> Vec<String> {
     got.iter()
         .map(|g| g.json()["event"].as_str().unwrap().to_string())
@@ -308,18 +340,7 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
         ids.iter().all(|id| id == &ids[0]),
         "webhook-id changed across retries"
     );
-    let log = eventually(Duration::from_secs(5), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{flaky}/deliveries"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"][0]["state"] == json!("delivered")).then_some(r.body)
-    })
-    .await;
+    let log = log_when(&app, &flaky, "delivered").await;
     let entry = &log["data"][0];
     assert_eq!(entry["msg_id"], json!(ids[0]));
     assert_eq!(entry["attempt"], json!(3));
@@ -333,18 +354,7 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
     assert!(entry["attempts"][0]["duration_ms"].is_number());
 
     // Down: one retry (its own policy), then failed, kept, and replayable.
-    let failed = eventually(Duration::from_secs(5), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{down}/deliveries"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"][0]["state"] == json!("failed")).then_some(r.body)
-    })
-    .await;
+    let failed = log_when(&app, &down, "failed").await;
     assert_eq!(failed["data"][0]["attempt"], json!(2));
     assert_eq!(rx.got("down").len(), 2);
     rx.fail_next("down", 0, 503);
@@ -379,18 +389,7 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
     }
 
     // 410 Gone disables at once and tells the others.
-    let disabled = eventually(Duration::from_secs(5), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{gone}"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"]["status"] == json!("disabled")).then_some(r.body)
-    })
-    .await;
+    let disabled = disabled_endpoint(&app, &gone).await;
     assert!(
         disabled["data"]["disabled_reason"]
             .as_str()
@@ -622,18 +621,7 @@ async fn a_failing_endpoint_trips_its_circuit_then_one_probe_closes_it() {
         rx.got("trip").len() == 4
     })
     .await;
-    let log = eventually(Duration::from_secs(5), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"][0]["state"] == json!("delivered")).then_some(r.body)
-    })
-    .await;
+    let log = log_when(&app, &id, "delivered").await;
     assert_eq!(log["data"][0]["attempt"], json!(4));
     app.stop().await;
 }
@@ -665,18 +653,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_others_are_told() {
     .await;
     app.intake("Our SSL certificate expired and browsers show a certificate error.")
         .await;
-    let disabled = eventually(Duration::from_secs(10), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{dead}"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"]["status"] == json!("disabled")).then_some(r.body)
-    })
-    .await;
+    let disabled = disabled_endpoint(&app, &dead).await;
     assert!(
         disabled["data"]["disabled_reason"]
             .as_str()
