@@ -716,3 +716,47 @@ async fn an_endpoint_rate_limit_spreads_its_deliveries() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
+    let (base, rx) = start_receiver().await;
+    rx.fail_next("fifo", 3, 500);
+    let app = spawn_app_with(|s| {
+        s.delivery.allow_private_targets = true;
+        s.delivery.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    endpoint(
+        &app,
+        format!("{base}/fifo"),
+        json!(["case.created"]),
+        json!({"ordering": "fifo",
+               "retry_policy": {"kind": "schedule", "delays": ["30ms", "30ms", "30ms", "30ms"]}}),
+    )
+    .await;
+    for _ in 0..6 {
+        app.intake("Our SSL certificate expired and browsers show a certificate error.")
+            .await;
+    }
+    settle("all six delivered", || rx.got("fifo").len() == 6 + 3).await;
+    let ids: Vec<String> = rx
+        .got("fifo")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+    // Message ids sort by creation: in FIFO order the received sequence never goes back, and a
+    // message is only retried, never overtaken, while it fails.
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {ids:?}"
+    );
+    let mut distinct = ids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 6);
+    assert_eq!(
+        ids.iter().filter(|id| **id == ids[0]).count(),
+        4,
+        "the first message takes the failures"
+    );
+    app.stop().await;
+}

@@ -21,8 +21,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::endpoint::DeliveryOrdering;
 use super::endpoint::{Delay, Endpoint, EndpointStatus, PayloadFormat, RetryPolicy};
-use super::job::{Attempt, DeliveryJob};
+use super::job::{Attempt, DeliveryJob, DeliveryState};
 use super::retry::next_attempt;
 use super::sender::Sender;
 use crate::bus::EventBus;
@@ -61,8 +62,9 @@ pub struct Work {
 pub enum DispatchMsg {
     /// Look for new events and due jobs.
     Tick,
-    /// A worker finished a job; `true` when the attempt was acknowledged.
-    Finished(JobKey, bool),
+    /// A worker finished an attempt: whether it was acknowledged, and whether the job is settled
+    /// (delivered or failed for good) rather than waiting for a retry.
+    Finished(JobKey, bool, bool),
     /// Queue a `webhook.test` delivery to one endpoint; answers the job.
     Test(
         Box<Endpoint>,
@@ -109,6 +111,9 @@ pub struct DispatchState {
     per_endpoint: HashMap<String, usize>,
     circuits: HashMap<String, Circuit>,
     throttles: HashMap<String, Throttle>,
+    /// FIFO endpoints: the message that owns the endpoint until it is settled (`Some(None)`:
+    /// nobody; absent: not yet read back from the store since start).
+    fifo_head: HashMap<String, Option<String>>,
 }
 
 impl DeliveryDispatcher {
@@ -188,6 +193,7 @@ impl Actor for DeliveryDispatcher {
             per_endpoint: HashMap::new(),
             circuits: HashMap::new(),
             throttles: HashMap::new(),
+            fifo_head: HashMap::new(),
         })
     }
 
@@ -208,12 +214,16 @@ impl Actor for DeliveryDispatcher {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         match msg {
-            DispatchMsg::Finished(key, delivered) => {
+            DispatchMsg::Finished(key, delivered, settled) => {
                 state.in_flight.remove(&key);
                 if let Some(n) = state.per_endpoint.get_mut(&key.0) {
                     *n = n.saturating_sub(1);
                 }
                 state.record_outcome(&key.0, delivered);
+                // A FIFO endpoint stays with this message until it is settled.
+                if settled && state.fifo_head.get(&key.0) == Some(&Some(key.1.clone())) {
+                    state.fifo_head.insert(key.0.clone(), None);
+                }
             }
             DispatchMsg::Test(endpoint, reply) => {
                 // The dispatcher is the only writer of the fan-out cursor, so the test job is
@@ -318,6 +328,40 @@ impl DispatchState {
         }
     }
 
+    /// FIFO: a job goes only when it is the endpoint's head, or when there is no head and it is the
+    /// endpoint's oldest due job (due jobs arrive earliest-due first, and never-tried jobs are due
+    /// at their event time, so the first one seen is the oldest). The head is found in the log
+    /// once after a restart: the oldest pending job that was already tried.
+    async fn fifo_allows(
+        &mut self,
+        endpoint: &Endpoint,
+        job: &DeliveryJob,
+    ) -> Result<bool, crate::store::StoreError> {
+        if !self.fifo_head.contains_key(&endpoint.id) {
+            let log = self
+                .ctx
+                .store
+                .endpoint_deliveries(&endpoint.id, None, 10_000)
+                .await?;
+            let head = log
+                .iter()
+                .rev()
+                .find(|j| j.state == DeliveryState::Pending && j.attempt_count() > 0)
+                .map(|j| j.msg_id.clone());
+            self.fifo_head.insert(endpoint.id.clone(), head);
+        }
+        let in_flight = self.per_endpoint.get(&endpoint.id).copied().unwrap_or(0);
+        match self.fifo_head.get(&endpoint.id).cloned().flatten() {
+            Some(head) => Ok(head == job.msg_id && in_flight == 0),
+            None if in_flight == 0 => {
+                self.fifo_head
+                    .insert(endpoint.id.clone(), Some(job.msg_id.clone()));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Takes one delivery from the endpoint's `rate_limit`, if it has one; false when over it
     /// (the job stays due and goes on a later tick).
     fn throttle_allows(&mut self, endpoint: &Endpoint) -> bool {
@@ -367,6 +411,11 @@ impl DispatchState {
                 continue;
             };
             if endpoint.status != EndpointStatus::Active {
+                continue;
+            }
+            if endpoint.ordering == DeliveryOrdering::Fifo
+                && !self.fifo_allows(endpoint, &job).await?
+            {
                 continue;
             }
             let in_flight_now = self
@@ -468,27 +517,30 @@ impl Worker for DeliveryWorker {
     ) -> Result<JobKey, ActorProcessingErr> {
         let started = Instant::now();
         self.ctx.worker_metrics.mailbox.dec();
-        let delivered = match self.attempt(msg).await {
-            Ok(delivered) => delivered,
+        let (delivered, settled) = match self.attempt(msg).await {
+            Ok(state) => (
+                state == DeliveryState::Delivered,
+                state != DeliveryState::Pending,
+            ),
             Err(e) => {
                 tracing::warn!(endpoint = %key.0, msg_id = %key.1, error = %e, "recording a delivery attempt failed");
-                false
+                (false, false)
             }
         };
         let _ = self
             .dispatcher
-            .cast(DispatchMsg::Finished(key.clone(), delivered));
+            .cast(DispatchMsg::Finished(key.clone(), delivered, settled));
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
     }
 }
 
 impl DeliveryWorker {
-    /// One attempt, recorded; `Ok(true)` when it was acknowledged.
+    /// One attempt, recorded; answers the job's state afterwards.
     async fn attempt(
         &self,
         Work { mut job, endpoint }: Work,
-    ) -> Result<bool, crate::store::StoreError> {
+    ) -> Result<DeliveryState, crate::store::StoreError> {
         let now = Utc::now();
         let body = render(&endpoint, &job);
         let outcome = self
@@ -546,7 +598,7 @@ impl DeliveryWorker {
             self.track_failure_streak(&endpoint.id, outcome.delivered(), now)
                 .await?;
         }
-        Ok(outcome.delivered())
+        Ok(job.state)
     }
 
     /// Starts or clears the endpoint's failure streak, and disables it once the streak is older
