@@ -6,6 +6,8 @@
 //!   supervisors reached through [`case::CaseDirectory`]; passivation and restarts.
 //! - [`store`]: the [`store::SnapshotStore`] trait and the embedded (redb) implementation.
 //! - [`bus`]: committed events fanned out in process.
+//! - [`delivery`]: outgoing webhooks: endpoints, the durable delivery queue and the worker pool.
+//! - [`alerts`]: the `AlertMonitor` actor; [`telemetry`]: the one metrics registry.
 //! - [`links`], [`routing`], [`clock`]: signed links, review-room routing, injectable time.
 
 pub mod alerts;

@@ -1,5 +1,6 @@
-//! Outgoing webhooks: signatures, event subscriptions and the address guard. The endpoint API,
-//! the durable queue and the delivery worker pool build on these.
+//! Outgoing webhooks (CONTRACT §5): [`endpoint`]s and their [`pattern`]s, durable [`job`]s,
+//! the [`pool`] (dispatcher + factory of workers) that sends them with the [`sender`]
+//! ([`signing`], [`ssrf`] guard), and [`retry`] timing.
 
 pub mod endpoint;
 pub mod job;
