@@ -163,11 +163,6 @@ impl From<CaseError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "INVALID_STATE", message)
                     .with_details(json!({ "status": status }))
             }
-            CaseError::AlreadyClaimed => ApiError::new(
-                StatusCode::CONFLICT,
-                "ALREADY_CLAIMED",
-                "The review is claimed by another reviewer",
-            ),
             CaseError::Store(e) => e.into(),
             CaseError::Unavailable => {
                 ApiError::unavailable("The case is temporarily unavailable; retry shortly")

@@ -176,6 +176,12 @@ async fn disabled_endpoint(app: &TestApp, id: &str) -> Value {
     .await
 }
 
+/// Lets the server deliver to this machine and look for due jobs every 20 ms.
+fn deliver_locally(s: &mut casehub::Settings) {
+    s.delivery.allow_private_targets = true;
+    s.delivery.poll_interval = Duration::from_millis(20);
+}
+
 fn events_of(got: &[Got]) -> Vec<String> {
     got.iter()
         .map(|g| g.json()["event"].as_str().unwrap().to_string())
@@ -197,11 +203,7 @@ async fn settle(what: &str, check: impl Fn() -> bool) {
 #[tokio::test]
 async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_resume() {
     let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
-    })
-    .await;
+    let app = spawn_app_with(deliver_locally).await;
     let (_, secret_a) = endpoint(&app, format!("{base}/a"), json!(["case.*"]), json!({})).await;
     let (_, secret_b) = endpoint(
         &app,
@@ -287,8 +289,7 @@ async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_res
 async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables() {
     let (base, rx) = start_receiver().await;
     let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
+        deliver_locally(s);
         s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
     })
     .await;
@@ -487,8 +488,7 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
         }
     });
     let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
+        deliver_locally(s);
         s.delivery.timeout_ms = 30_000;
     })
     .await;
@@ -520,11 +520,7 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
 #[tokio::test]
 async fn slack_endpoints_get_a_colored_attachment_and_retry_after_is_honoured() {
     let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
-    })
-    .await;
+    let app = spawn_app_with(deliver_locally).await;
     let (_, slack_secret) = endpoint(
         &app,
         format!("{base}/slack"),
@@ -590,8 +586,7 @@ async fn a_failing_endpoint_trips_its_circuit_then_one_probe_closes_it() {
     let (base, rx) = start_receiver().await;
     rx.fail_next("trip", 1_000, 500);
     let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
+        deliver_locally(s);
         s.delivery.circuit_threshold = 3;
         s.delivery.circuit_cooldown = Duration::from_millis(1500);
     })
@@ -631,8 +626,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_others_are_told() {
     let (base, rx) = start_receiver().await;
     rx.fail_next("dead", 1_000, 500);
     let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
+        deliver_locally(s);
         s.delivery.disable_after = Duration::from_millis(300);
         s.delivery.circuit_threshold = 1_000;
     })
@@ -672,11 +666,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_others_are_told() {
 #[tokio::test]
 async fn an_endpoint_rate_limit_spreads_its_deliveries() {
     let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
-    })
-    .await;
+    let app = spawn_app_with(deliver_locally).await;
     endpoint(
         &app,
         format!("{base}/slow"),
@@ -721,11 +711,7 @@ async fn an_endpoint_rate_limit_spreads_its_deliveries() {
 async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
     let (base, rx) = start_receiver().await;
     rx.fail_next("fifo", 3, 500);
-    let app = spawn_app_with(|s| {
-        s.delivery.allow_private_targets = true;
-        s.delivery.poll_interval = Duration::from_millis(20);
-    })
-    .await;
+    let app = spawn_app_with(deliver_locally).await;
     endpoint(
         &app,
         format!("{base}/fifo"),

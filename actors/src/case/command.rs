@@ -21,9 +21,6 @@ pub enum CaseError {
     /// The action does not fit the case's status.
     #[error("{message}")]
     InvalidState { status: CaseStatus, message: String },
-    /// Another reviewer holds the claim on this review.
-    #[error("review is claimed by another reviewer")]
-    AlreadyClaimed,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

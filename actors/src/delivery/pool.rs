@@ -213,6 +213,9 @@ impl Actor for DeliveryDispatcher {
         state: &mut DispatchState,
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
+        // New events arrive with a tick (bus wake-up or timer); a finished attempt only frees
+        // capacity, so it needs scheduling but no fan-out.
+        let fan_out = matches!(msg, DispatchMsg::Tick);
         match msg {
             DispatchMsg::Finished(key, delivered, settled) => {
                 state.in_flight.remove(&key);
@@ -238,7 +241,7 @@ impl Actor for DeliveryDispatcher {
             DispatchMsg::Tick => {}
         }
         // Store trouble is retried on the next tick; nothing is lost, the queue is durable.
-        if let Err(e) = state.cycle().await {
+        if let Err(e) = state.cycle(fan_out).await {
             tracing::warn!(error = %e, "delivery dispatch cycle failed; retrying on the next tick");
         }
         state.ctx.dispatcher_metrics.handled(started.elapsed());
@@ -258,7 +261,7 @@ impl Actor for DeliveryDispatcher {
 }
 
 impl DispatchState {
-    async fn cycle(&mut self) -> Result<(), crate::store::StoreError> {
+    async fn cycle(&mut self, fan_out: bool) -> Result<(), crate::store::StoreError> {
         let endpoints: HashMap<String, Endpoint> = self
             .ctx
             .store
@@ -267,7 +270,9 @@ impl DispatchState {
             .into_iter()
             .map(|e| (e.id.clone(), e))
             .collect();
-        self.fan_out(&endpoints).await?;
+        if fan_out {
+            self.fan_out(&endpoints).await?;
+        }
         self.schedule(&endpoints).await
     }
 
