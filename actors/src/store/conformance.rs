@@ -3,6 +3,7 @@
 //! [`run_all`] from their own tests. The delivery queue's checks are in [`deliveries`].
 
 pub mod deliveries;
+pub mod rooms;
 
 use std::time::Duration;
 
@@ -322,6 +323,8 @@ where
     deliveries::deliveries_of_message(fresh().await).await;
     deliveries::backlog_counts(fresh().await).await;
     deliveries::concurrent_updates(fresh().await).await;
+    rooms::history_appends_and_trims(fresh().await).await;
+    rooms::pending_index_follows_commits(fresh().await).await;
 }
 
 #[cfg(test)]

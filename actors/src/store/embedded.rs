@@ -6,6 +6,7 @@
 //! delivery queue and log ([`deliveries`]) write through the same thread.
 
 mod deliveries;
+mod rooms;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
-use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor, encode_cursor};
+use super::{
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SnapshotStore, StoreError, decode_cursor,
+    encode_cursor,
+};
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
@@ -38,7 +42,9 @@ const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints"
 
 /// The embedded, durable store.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    /// `None` once closed, so that `close` releases the file lock even while other parts of the
+    /// process still hold the store.
+    db: parking_lot::RwLock<Option<Arc<Database>>>,
     /// `None` once closed.
     writer: parking_lot::Mutex<Option<mpsc::Sender<(Write, Reply)>>>,
     worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -52,6 +58,10 @@ impl std::fmt::Debug for EmbeddedStore {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("store is closed".into())
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -78,6 +88,7 @@ impl EmbeddedStore {
             txn.open_table(OUTBOX).map_err(backend)?;
             txn.open_table(ENDPOINTS).map_err(backend)?;
             deliveries::create_tables(&txn)?;
+            rooms::create_tables(&txn)?;
             txn.commit().map_err(backend)?;
         }
         let db = Arc::new(db);
@@ -88,7 +99,7 @@ impl EmbeddedStore {
             .spawn(move || write_loop(&writer_db, rx, durable))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(EmbeddedStore {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
             writer: parking_lot::Mutex::new(Some(tx)),
             worker: parking_lot::Mutex::new(Some(worker)),
         }))
@@ -111,7 +122,9 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let db = self.db.read();
+        let db = db.as_ref().ok_or_else(closed)?;
+        let txn = db.begin_read().map_err(backend)?;
         f(&txn)
     }
 }
@@ -166,7 +179,7 @@ impl SnapshotStore for EmbeddedStore {
     }
 
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
-        let db = self.db.clone();
+        let db = self.db.read().clone().ok_or_else(closed)?;
         let cutoff = before.timestamp_millis();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(backend)?;
@@ -349,5 +362,52 @@ impl SnapshotStore for EmbeddedStore {
         if let Some(worker) = worker {
             let _ = tokio::task::spawn_blocking(move || worker.join()).await;
         }
+        // Release the file: a restart in the same process (or a test reopening the directory)
+        // must not find it locked by tasks that still hold the store. A blocking job that cloned
+        // the database gets a moment to finish first.
+        let Some(mut db) = self.db.write().take() else {
+            return;
+        };
+        for _ in 0..500 {
+            match Arc::try_unwrap(db) {
+                Ok(_) => return,
+                Err(shared) => db = shared,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("embedded store still in use after close; its file stays locked");
+    }
+
+    async fn room_meta(&self, room: &str) -> Result<Option<RoomMeta>, StoreError> {
+        self.read(|txn| rooms::meta(txn, room))
+    }
+
+    async fn room_append(
+        &self,
+        room: &str,
+        meta: &RoomMeta,
+        entries: &[RoomEntry],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.write(Write::RoomAppend(Box::new(rooms::Append {
+            room: room.to_string(),
+            meta: meta.clone(),
+            entries: entries.to_vec(),
+            keep,
+        })))
+        .await
+    }
+
+    async fn room_history(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomEntry>, StoreError> {
+        self.read(|txn| rooms::history(txn, room, after, limit))
+    }
+
+    async fn pending_reviews(&self, room: &str) -> Result<Vec<ReviewId>, StoreError> {
+        self.read(|txn| rooms::pending(txn, room))
     }
 }

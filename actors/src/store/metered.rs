@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{CasePage, CaseQuery, Commit, SharedStore, SnapshotStore, StoreError};
+use super::{
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SharedStore, SnapshotStore, StoreError,
+};
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 use crate::telemetry::Telemetry;
@@ -181,5 +183,38 @@ impl SnapshotStore for MeteredStore {
 
     async fn close(&self) {
         self.inner.close().await
+    }
+
+    async fn room_meta(&self, room: &str) -> Result<Option<RoomMeta>, StoreError> {
+        self.timed("room_meta", self.inner.room_meta(room)).await
+    }
+
+    async fn room_append(
+        &self,
+        room: &str,
+        meta: &RoomMeta,
+        entries: &[RoomEntry],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "room_append",
+            self.inner.room_append(room, meta, entries, keep),
+        )
+        .await
+    }
+
+    async fn room_history(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomEntry>, StoreError> {
+        self.timed("room_history", self.inner.room_history(room, after, limit))
+            .await
+    }
+
+    async fn pending_reviews(&self, room: &str) -> Result<Vec<ReviewId>, StoreError> {
+        self.timed("pending_reviews", self.inner.pending_reviews(room))
+            .await
     }
 }

@@ -182,6 +182,51 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Flushes and releases the store (idempotent).
     async fn close(&self);
+
+    /// A room's history position, `None` for a room that never recorded an event.
+    async fn room_meta(&self, room: &str) -> Result<Option<RoomMeta>, StoreError>;
+
+    /// Appends `entries` (consecutive seqs, after `meta.seq` of the previous append) to a
+    /// room's history, records `meta` as its new position and keeps only the newest `keep`
+    /// entries, atomically.
+    async fn room_append(
+        &self,
+        room: &str,
+        meta: &RoomMeta,
+        entries: &[RoomEntry],
+        keep: usize,
+    ) -> Result<(), StoreError>;
+
+    /// A room's retained history after `after`, oldest first, at most `limit` entries.
+    async fn room_history(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomEntry>, StoreError>;
+
+    /// Ids of the reviews of `room` whose last commit left them pending (an index kept by
+    /// [`SnapshotStore::commit`]; callers re-check each review, as a review replaced without
+    /// being decided may linger).
+    async fn pending_reviews(&self, room: &str) -> Result<Vec<ReviewId>, StoreError>;
+}
+
+/// Where a room's history stands: `epoch` names the history, `seq` is its last event. `open`
+/// is true while a room runs and false after it stopped cleanly: a room that finds it still open
+/// was cut off (its newest events may not have been written) and starts a new epoch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomMeta {
+    pub epoch: String,
+    pub seq: u64,
+    #[serde(default)]
+    pub open: bool,
+}
+
+/// One room event as sent to reviewers: its seq and its frame (JSON text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEntry {
+    pub seq: u64,
+    pub frame: String,
 }
 
 /// Shared store handle.

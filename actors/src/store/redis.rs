@@ -15,6 +15,9 @@
 //! | `{p}delivery_log:{endpoint}` | sorted set, lex | the endpoint's msg ids (its delivery log) |
 //! | `{p}delivery_msg:{msg}` | set | endpoint ids a message was queued for |
 //! | `{p}dispatch_cursor` | string | msg id of the last outbox event fanned out |
+//! | `{p}room:{room}:meta` | hash | `epoch`, `seq`: where the room's history stands |
+//! | `{p}room:{room}:history` | stream | the room's newest events, entry id `0-{seq}` |
+//! | `{p}room:{room}:pending` | set | review ids left pending by their last commit |
 //!
 //! A commit is one `MULTI`/`EXEC`, so a snapshot and the events it caused land together or not at
 //! all; enqueuing delivery jobs is one Lua script ([`deliveries`] says why). Every operation has a
@@ -22,6 +25,7 @@
 //! edge answers 503), and the connection manager reconnects by itself when Redis is back.
 
 mod deliveries;
+mod rooms;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,7 +35,9 @@ use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
-use super::{CasePage, CaseQuery, Commit, SnapshotStore, StoreError, decode_cursor};
+use super::{
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SnapshotStore, StoreError, decode_cursor,
+};
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
 
@@ -138,6 +144,7 @@ impl SnapshotStore for RedisStore {
                 encode(review)?,
             )
             .ignore();
+            self.index_review(&mut pipe, review);
         }
         if let Some(rec) = &commit.idempotency {
             let at = rec.created_at.timestamp_millis();
@@ -412,4 +419,31 @@ impl SnapshotStore for RedisStore {
     }
 
     async fn close(&self) {}
+
+    async fn room_meta(&self, room: &str) -> Result<Option<RoomMeta>, StoreError> {
+        self.meta_of_room(room).await
+    }
+
+    async fn room_append(
+        &self,
+        room: &str,
+        meta: &RoomMeta,
+        entries: &[RoomEntry],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.append_to_room(room, meta, entries, keep).await
+    }
+
+    async fn room_history(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomEntry>, StoreError> {
+        self.room_range(room, after, limit).await
+    }
+
+    async fn pending_reviews(&self, room: &str) -> Result<Vec<ReviewId>, StoreError> {
+        self.pending_of_room(room).await
+    }
 }

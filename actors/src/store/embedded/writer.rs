@@ -8,6 +8,7 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::deliveries::DeliveryTables;
+use super::rooms;
 use super::{CASE_INDEX, CASES, ENDPOINTS, IDEMPOTENCY, OUTBOX, REVIEWS, backend, created_key};
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::Event;
@@ -33,6 +34,8 @@ pub(super) enum Write {
     },
     /// A job after an attempt.
     UpdateDelivery(Box<DeliveryJob>),
+    /// Room events appended to a room's history.
+    RoomAppend(Box<rooms::Append>),
 }
 
 /// Runs until every sender is dropped, answering each write once its batch is committed (or
@@ -86,6 +89,10 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
                     open_deliveries(&txn, &mut delivery_tables)?.update(job)?;
                     continue;
                 }
+                Write::RoomAppend(append) => {
+                    rooms::append(&txn, append)?;
+                    continue;
+                }
                 Write::Commit(commit) => commit,
                 Write::PutEndpoint(endpoint) => {
                     let bytes = serde_json::to_vec(endpoint).map_err(backend)?;
@@ -120,6 +127,7 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
                 reviews
                     .insert(review.review_id.as_str(), bytes.as_slice())
                     .map_err(backend)?;
+                rooms::index_review(&txn, review)?;
             }
             if let Some(rec) = &commit.idempotency {
                 idem.insert(

@@ -1,0 +1,131 @@
+//! Room history and the pending-review index of the Redis store (keys in the parent's table).
+//!
+//! History is a capped stream per room whose entry ids are `0-{seq}`, so `XRANGE` by seq needs
+//! no extra index and `MAXLEN` trims it; the append and the room's meta hash go in one
+//! `MULTI`/`EXEC`.
+
+use redis::streams::StreamRangeReply;
+
+use super::RedisStore;
+use crate::domain::{Review, ReviewId, ReviewStatus};
+use crate::store::{RoomEntry, RoomMeta, StoreError};
+
+impl RedisStore {
+    fn room_key(&self, room: &str, what: &str) -> String {
+        self.key(&format!("room:{room}:{what}"))
+    }
+
+    /// Adds the pending-index update for `review` to a commit's transaction.
+    pub(super) fn index_review(&self, pipe: &mut redis::Pipeline, review: &Review) {
+        let key = self.room_key(&review.room, "pending");
+        if review.status == ReviewStatus::Pending {
+            pipe.sadd(key, review.review_id.as_str()).ignore();
+        } else {
+            pipe.srem(key, review.review_id.as_str()).ignore();
+        }
+    }
+
+    pub(super) async fn meta_of_room(&self, room: &str) -> Result<Option<RoomMeta>, StoreError> {
+        let key = self.room_key(room, "meta");
+        let (epoch, seq, open): (Option<String>, Option<u64>, Option<u8>) = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("epoch")
+                    .arg("seq")
+                    .arg("open")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(epoch.map(|epoch| RoomMeta {
+            epoch,
+            seq: seq.unwrap_or(0),
+            open: open == Some(1),
+        }))
+    }
+
+    pub(super) async fn append_to_room(
+        &self,
+        room: &str,
+        meta: &RoomMeta,
+        entries: &[RoomEntry],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let history = self.room_key(room, "history");
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for entry in entries {
+            pipe.cmd("XADD")
+                .arg(&history)
+                .arg("MAXLEN")
+                .arg(keep)
+                .arg(format!("0-{}", entry.seq))
+                .arg("f")
+                .arg(&entry.frame)
+                .ignore();
+        }
+        pipe.cmd("HSET")
+            .arg(self.room_key(room, "meta"))
+            .arg("epoch")
+            .arg(&meta.epoch)
+            .arg("seq")
+            .arg(meta.seq)
+            .arg("open")
+            .arg(u8::from(meta.open))
+            .ignore();
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    pub(super) async fn room_range(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomEntry>, StoreError> {
+        let key = self.room_key(room, "history");
+        let reply: StreamRangeReply = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(format!("(0-{after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let seq = entry
+                    .id
+                    .strip_prefix("0-")
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("room entry id {}", entry.id)))?;
+                let frame: String = entry.get("f").ok_or_else(|| {
+                    StoreError::Corrupt(format!("room entry {} has no frame", entry.id))
+                })?;
+                Ok(RoomEntry { seq, frame })
+            })
+            .collect()
+    }
+
+    pub(super) async fn pending_of_room(&self, room: &str) -> Result<Vec<ReviewId>, StoreError> {
+        let key = self.room_key(room, "pending");
+        let ids: Vec<String> = self
+            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(key).query_async(&mut c).await })
+            .await?;
+        let mut out = ids
+            .iter()
+            .map(|id| {
+                ReviewId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("review id {id:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(out)
+    }
+}
