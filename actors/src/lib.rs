@@ -17,6 +17,7 @@ pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod links;
+pub mod rooms;
 pub mod routing;
 pub mod store;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use super::CaseContext;
 use super::command::{CaseError, CaseMsg};
 use super::lifecycle::{self, Effects};
 use super::supervisor::SupervisorMsg;
+use crate::delivery::fix::{FIX_ENDPOINT_ID, FixResult};
 use crate::domain::{Case, CaseId, CaseStatus};
 use crate::store::{Commit, IdempotencyRecord};
 use crate::triage::TriageInput;
@@ -172,8 +173,23 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             let _ = reply.send(Err(CaseError::NotFound));
             return Stored::Known;
         }
-        CaseMsg::Finish => {
-            let Some(effects) = lifecycle::finish(&mut work, &ctx.links, now) else {
+        CaseMsg::Finish | CaseMsg::FixSettled => {
+            let effects = match lifecycle::pending_fix(&work).map(str::to_string) {
+                Some(msg_id) => match fix_outcome(&ctx, &msg_id).await {
+                    Ok(Some(result)) => {
+                        lifecycle::fix_settled(&mut work, result, &ctx.routing, &ctx.links, now)
+                    }
+                    // Still pending: the pool sends FixSettled once it is settled.
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(case_id = %state.args.case_id, error = %e, "reading the fix outcome failed; retrying");
+                        myself.send_after(FINISH_RETRY, || CaseMsg::FixSettled);
+                        None
+                    }
+                },
+                None => lifecycle::finish(&mut work, &ctx.links, now),
+            };
+            let Some(effects) = effects else {
                 return Stored::Known;
             };
             return match persist(&ctx, work, effects.events, None, before).await {
@@ -207,7 +223,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             )
         }
         CaseMsg::Decide { decision, reply } => (
-            lifecycle::decide(&mut work, decision, &ctx.routing, now),
+            lifecycle::decide(&mut work, decision, &ctx.routing, ctx.fix_executor, now),
             reply,
         ),
         CaseMsg::Feedback {
@@ -248,6 +264,21 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             Stored::Unknown
         }
     }
+}
+
+/// What became of the fix request `msg_id`, from its delivery job; `None` while it is pending
+/// (or not queued yet). Without a configured executor nothing will send it: that is a failure.
+async fn fix_outcome(
+    ctx: &CaseContext,
+    msg_id: &str,
+) -> Result<Option<FixResult>, crate::store::StoreError> {
+    if !ctx.fix_executor {
+        return Ok(Some(FixResult::Failed(
+            "no fix executor is configured (delivery.fix_executor_url)".into(),
+        )));
+    }
+    let job = ctx.store.load_delivery(FIX_ENDPOINT_ID, msg_id).await?;
+    Ok(job.as_ref().and_then(FixResult::of))
 }
 
 /// Commits the snapshot and its events, then publishes the events. Returns the stored case.

@@ -104,6 +104,8 @@ pub enum CaseMsg {
     },
     /// Internal: finish an `executing` or `delivering` case (sent to itself after replying).
     Finish,
+    /// Internal: the delivery pool settled this case's fix request; its outcome is in the store.
+    FixSettled,
     /// Test-only fault hook: panic inside the handler. Refused unless fault injection is on.
     InjectPanic { reply: CaseReply },
 }
@@ -120,7 +122,7 @@ impl CaseMsg {
             | CaseMsg::Collaborative { reply, .. }
             | CaseMsg::Review { reply, .. }
             | CaseMsg::InjectPanic { reply } => reply,
-            CaseMsg::Finish => return,
+            CaseMsg::Finish | CaseMsg::FixSettled => return,
         };
         let _ = reply.send(Err(err));
     }

@@ -12,7 +12,9 @@ use uuid::Uuid;
 use super::CaseContext;
 use super::command::{CaseError, CaseMsg, CaseReply, CollaborativeRequest, ReviewDecision};
 use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
-use crate::domain::{Case, CaseId, Decision, Intake};
+use crate::delivery::fix::FixOutcomes;
+use crate::domain::{Case, CaseId, CaseStatus, Decision, Intake};
+use crate::store::{CaseQuery, StoreError};
 
 /// Routes commands to case actors.
 ///
@@ -183,6 +185,50 @@ impl CaseDirectory {
         self.call(id, |reply| CaseMsg::InjectPanic { reply }).await
     }
 
+    /// Sends an internal message to a case, without waiting (and outside the in-flight bound:
+    /// internal messages are bounded by what sends them).
+    fn notify(&self, id: CaseId, msg: CaseMsg) {
+        self.ctx.supervisor_metrics.queued();
+        if self
+            .shard(id)
+            .cast(SupervisorMsg::Deliver(id, msg))
+            .is_err()
+        {
+            self.ctx.supervisor_metrics.mailbox.dec();
+        }
+    }
+
+    /// Wakes every case left `executing` or `delivering` (a crash or stop between two steps of
+    /// a transition, or a fix outcome whose message was lost), so each finishes from what the
+    /// store says. Returns how many were woken. Run once at start, in the background: it reads
+    /// every snapshot.
+    pub async fn resume_unfinished(&self) -> Result<usize, StoreError> {
+        let mut woken = 0;
+        for status in [CaseStatus::Executing, CaseStatus::Delivering] {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .ctx
+                    .store
+                    .list_cases(CaseQuery {
+                        status: Some(status),
+                        limit: 256,
+                        cursor,
+                    })
+                    .await?;
+                for case in &page.cases {
+                    self.notify(case.case_id, CaseMsg::Finish);
+                    woken += 1;
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(woken)
+    }
+
     /// Number of shard supervisors.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
@@ -199,5 +245,11 @@ impl CaseDirectory {
                 .supervisor_metrics
                 .stopped(&format_args!("case-supervisor-{n}"));
         }
+    }
+}
+
+impl FixOutcomes for CaseDirectory {
+    fn settled(&self, case_id: CaseId) {
+        self.notify(case_id, CaseMsg::FixSettled);
     }
 }

@@ -5,9 +5,10 @@
 //! so a failed write leaves the live state untouched.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::command::{CaseError, CollaborativeRequest, ReviewDecision};
+use crate::delivery::fix::FixResult;
 use crate::domain::*;
 use crate::links::LinkSigner;
 use crate::routing::ReviewRouting;
@@ -155,21 +156,34 @@ fn open_review(
             EventKind::ReviewRequested,
             workflow::COLLABORATIVE,
             now,
-            json!({
-                "review_id": review.review_id,
-                "case_id": case.case_id,
-                "assigned_channel": review.assigned_channel(),
-                "urgency": review.urgency,
-                "priority": case.priority,
-                "category": case.category,
-                "subcategory": case.subcategory,
-                "summary": summary(&case.description),
-                "reason": reason,
-            }),
+            review_summary(case, &review),
         ),
     ];
     case.review = Some(review);
     events
+}
+
+/// What a reviewer sees of a review: the data of `review.requested`, and each entry of a room's
+/// pending list.
+pub fn review_summary(case: &Case, review: &Review) -> Value {
+    json!({
+        "review_id": review.review_id,
+        "case_id": case.case_id,
+        "room": review.room,
+        "assigned_channel": review.assigned_channel(),
+        "urgency": review.urgency,
+        "priority": case.priority,
+        "category": case.category,
+        "subcategory": case.subcategory,
+        "summary": summary(&case.description),
+        "reason": review.reason,
+        "specialist_request": review.specialist_request,
+        "customer_name": case.customer_name,
+        "customer_email": case.customer_email,
+        "product": case.product,
+        "solution_title": case.solution.as_ref().map(|s| &s.title),
+        "requested_at": crate::domain::rfc3339(review.created_at),
+    })
 }
 
 fn summary(description: &str) -> String {
@@ -180,13 +194,15 @@ fn summary(description: &str) -> String {
     }
 }
 
+/// `case.updated`; a case under review names its room, so the room's reviewers see it.
 fn updated(case: &Case, previous: CaseStatus, workflow: &str, now: DateTime<Utc>) -> Event {
-    Event::new(
-        EventKind::CaseUpdated,
-        workflow,
-        now,
-        json!({"case_id": case.case_id, "status": case.status, "previous_status": previous}),
-    )
+    let mut data =
+        json!({"case_id": case.case_id, "status": case.status, "previous_status": previous});
+    if let Some(review) = &case.review {
+        data["assigned_channel"] = json!(review.assigned_channel());
+        data["review_id"] = json!(review.review_id);
+    }
+    Event::new(EventKind::CaseUpdated, workflow, now, data)
 }
 
 /// Offers `solution`. Without `force` only a triaged self-service case qualifies.
@@ -244,11 +260,15 @@ pub fn self_service(
     })
 }
 
-/// The customer's approve/reject of the offered solution.
+/// The customer's approve/reject of the offered solution. With `fix_executor` (one is
+/// configured) and a solution that has an automated fix, approval records a `fix.requested`
+/// event for the executor and the case waits in `executing` for its outcome ([`fix_settled`]);
+/// otherwise approval means the customer applied the steps and the case finishes at once.
 pub fn decide(
     case: &mut Case,
     decision: Decision,
     routing: &ReviewRouting,
+    fix_executor: bool,
     now: DateTime<Utc>,
 ) -> Result<Effects, CaseError> {
     let status = case.status;
@@ -267,14 +287,25 @@ pub fn decide(
     case.offer = Some(Offer {
         decision: Some(decision),
         decided_at: Some(now),
+        fix_msg_id: None,
     });
     match decision {
         Decision::Approve => {
             case.transition(CaseStatus::Executing, now, "customer");
-            Ok(Effects {
-                events: vec![updated(case, status, workflow::SELF_SERVICE, now)],
-                finish: true,
-            })
+            let mut events = vec![updated(case, status, workflow::SELF_SERVICE, now)];
+            let automated = case
+                .solution
+                .as_ref()
+                .is_some_and(|s| s.automated_fix_available);
+            if fix_executor && automated {
+                let request = fix_request(case, now);
+                if let Some(offer) = case.offer.as_mut() {
+                    offer.fix_msg_id = Some(request.msg_id.clone());
+                }
+                events.push(request);
+            }
+            let finish = pending_fix(case).is_none();
+            Ok(Effects { events, finish })
         }
         Decision::Reject => {
             let room = routing.room_for(case.category, None);
@@ -383,6 +414,7 @@ pub fn review(
         json!({
             "review_id": review.review_id,
             "case_id": case.case_id,
+            "assigned_channel": review.assigned_channel(),
             "action": decision.action,
             "reviewer": decision.reviewer,
             "comments": decision.comments,
@@ -429,13 +461,92 @@ pub fn review(
     }
 }
 
-/// Completes an `executing` (self-service approved) or `delivering` (review approved) case.
+/// The request the fix executor receives: which case, which solution, what to run.
+fn fix_request(case: &Case, now: DateTime<Utc>) -> Event {
+    let solution = case.solution.as_ref();
+    Event::new(
+        EventKind::FixRequested,
+        workflow::SELF_SERVICE,
+        now,
+        json!({
+            "case_id": case.case_id,
+            "customer_id": case.customer_id,
+            "request_id": case.request_id,
+            "product": case.product,
+            "product_version": case.product_version,
+            "environment": case.environment,
+            "category": case.category,
+            "subcategory": case.subcategory,
+            "solution": solution.map(|s| json!({
+                "id": s.id,
+                "title": s.title,
+                "solution_steps": s.solution_steps,
+                "diagnostic_commands": s.diagnostic_commands,
+                "risks": s.risks,
+                "estimated_time": s.estimated_time,
+            })),
+            "approved_at": crate::domain::rfc3339(now),
+        }),
+    )
+}
+
+/// The msg id of the fix request an `executing` case waits for, if it waits for one.
+pub fn pending_fix(case: &Case) -> Option<&str> {
+    if case.status != CaseStatus::Executing {
+        return None;
+    }
+    case.offer.as_ref()?.fix_msg_id.as_deref()
+}
+
+/// Settles an `executing` case that waits for its automated fix: applied resolves it
+/// (`self-service-automated`); failed opens a review, as a rejected solution does. `None` when
+/// the case waits for no fix (already settled, or never sent).
+pub fn fix_settled(
+    case: &mut Case,
+    result: FixResult,
+    routing: &ReviewRouting,
+    links: &LinkSigner,
+    now: DateTime<Utc>,
+) -> Option<Effects> {
+    pending_fix(case)?;
+    match result {
+        FixResult::Applied => Some(resolve(
+            case,
+            ResolutionType::SelfServiceAutomated,
+            links,
+            now,
+        )),
+        FixResult::Failed(why) => {
+            let room = routing.room_for(case.category, None);
+            let reason = format!("the automated fix failed: {why}");
+            let events = open_review(case, room, Urgency::Normal, &reason, None, None, "hub", now);
+            Some(Effects {
+                events,
+                finish: false,
+            })
+        }
+    }
+}
+
+/// Completes an `executing` (self-service approved) or `delivering` (review approved) case. A
+/// case waiting for its automated fix is left alone: [`fix_settled`] completes it.
 pub fn finish(case: &mut Case, links: &LinkSigner, now: DateTime<Utc>) -> Option<Effects> {
     let resolution = match case.status {
+        CaseStatus::Executing if pending_fix(case).is_some() => return None,
         CaseStatus::Executing => ResolutionType::SelfServiceManual,
         CaseStatus::Delivering => ResolutionType::Collaborative,
         _ => return None,
     };
+    Some(resolve(case, resolution, links, now))
+}
+
+/// Resolves the case with `resolution` and records `case.resolved`.
+fn resolve(
+    case: &mut Case,
+    resolution: ResolutionType,
+    links: &LinkSigner,
+    now: DateTime<Utc>,
+) -> Effects {
     let workflow = match resolution {
         ResolutionType::Collaborative => workflow::COLLABORATIVE,
         _ => workflow::SELF_SERVICE,
@@ -444,7 +555,7 @@ pub fn finish(case: &mut Case, links: &LinkSigner, now: DateTime<Utc>) -> Option
     case.resolution_type = Some(resolution);
     case.resolved_at = Some(now);
     case.resolution_time_minutes = Some(case.minutes_since_created(now));
-    Some(Effects {
+    Effects {
         events: vec![Event::new(
             EventKind::CaseResolved,
             workflow,
@@ -460,7 +571,7 @@ pub fn finish(case: &mut Case, links: &LinkSigner, now: DateTime<Utc>) -> Option
             }),
         )],
         finish: false,
-    })
+    }
 }
 
 /// The customer's rating of a resolved case; closes it.

@@ -37,6 +37,8 @@ pub struct CaseContext {
     pub metrics: ActorMetrics,
     /// Metrics of the shard supervisors (kind `case_supervisor`).
     pub supervisor_metrics: ActorMetrics,
+    /// A fix executor is configured: approving a solution with an automated fix sends it there.
+    pub fix_executor: bool,
     /// Enables [`CaseMsg::InjectPanic`] (tests only).
     pub fault_injection: bool,
 }

@@ -106,6 +106,10 @@ pub struct HistoryEntry {
 pub struct Offer {
     pub decision: Option<Decision>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// When the approval went to the fix executor: the msg id of the `fix.requested` event, and
+    /// so of its delivery job, whose state settles the case.
+    #[serde(default)]
+    pub fix_msg_id: Option<String>,
 }
 
 /// A support case: the snapshot a case actor persists after every transition.

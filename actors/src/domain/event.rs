@@ -31,6 +31,11 @@ pub enum EventKind {
     /// recorded in the outbox.
     #[serde(rename = "webhook.test")]
     WebhookTest,
+    /// Internal: an approved automated fix to send to the fix executor (CONTRACT §3 approve).
+    /// Recorded in the outbox with the case's `executing` transition; delivered only to the
+    /// executor, never to webhook endpoints.
+    #[serde(rename = "fix.requested")]
+    FixRequested,
 }
 
 impl EventKind {
@@ -47,6 +52,7 @@ impl EventKind {
             EventKind::EndpointDisabled => "endpoint.disabled",
             EventKind::AlertTriggered => "alert.triggered",
             EventKind::WebhookTest => "webhook.test",
+            EventKind::FixRequested => "fix.requested",
         }
     }
 }

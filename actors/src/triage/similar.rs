@@ -6,7 +6,10 @@
 //! postings of its own terms, never the whole window through hashing.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use parking_lot::RwLock;
 use uuid::Uuid;
@@ -144,7 +147,7 @@ impl SimilarCases {
             return;
         }
         let words = terms(text);
-        let mut tf: HashMap<String, u32> = HashMap::new();
+        let mut tf: HashMap<String, u32> = HashMap::with_capacity(words.len());
         for term in &words {
             *tf.entry(term.clone()).or_default() += 1;
         }
@@ -204,7 +207,8 @@ impl SimilarCases {
         // Scores by sequence offset; terms in sorted order so float sums are reproducible.
         // Sparse accumulation: only documents sharing a term are touched, so a query costs
         // O(postings read), never O(window).
-        let mut scores: HashMap<u64, f64> = HashMap::new();
+        let first = index.docs.front().map_or(0, |d| d.seq);
+        let mut scores = vec![0.0_f64; (index.next_seq - first) as usize];
         for term in &query {
             let Some(list) = index.postings.get(term) else {
                 continue;
@@ -214,15 +218,16 @@ impl SimilarCases {
             for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
                 let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
                 let tf = f64::from(p.tf);
-                *scores.entry(p.seq).or_default() += idf * tf * (K1 + 1.0) / (tf + norm);
+                scores[(p.seq - first) as usize] += idf * tf * (K1 + 1.0) / (tf + norm);
             }
         }
         let mut scored: Vec<(f64, Uuid)> = scores
-            .into_iter()
-            .filter(|(_, score)| *score > 0.0)
-            .filter_map(|(seq, score)| {
-                let id = index.docs[index.position(seq)?].id;
-                (Some(id) != exclude).then_some((score, id))
+            .iter()
+            .enumerate()
+            .filter(|(_, score)| **score > 0.0)
+            .filter_map(|(offset, score)| {
+                let id = index.docs[index.position(first + offset as u64)?].id;
+                (Some(id) != exclude).then_some((*score, id))
             })
             .collect();
         let by_rank = |a: &(f64, Uuid), b: &(f64, Uuid)| match b.0.total_cmp(&a.0) {

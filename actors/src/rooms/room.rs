@@ -1,0 +1,816 @@
+//! The `ReviewRoom` actor: one per room. It numbers the room's events, keeps their history (in
+//! memory for resume, in the store across restarts), holds the pending reviews and their
+//! claims, and fans frames out to its members' bounded outgoing buffers.
+//!
+//! Everything that must not interleave runs in this actor's handler: a join builds its welcome
+//! and replay and becomes a member in one message, so no event falls between snapshot and live
+//! stream. Review decisions run in a spawned task (they wait for the case actor); their answer
+//! comes back as a message.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::RoomSettings;
+use super::protocol::{self, CLOSE_TOO_SLOW, ClientFrame, ClientRequest};
+use crate::case::{CaseDirectory, CaseError, ReviewDecision, lifecycle};
+use crate::clock::SharedClock;
+use crate::domain::{Event, EventKind, ReviewId, ReviewStatus, rfc3339};
+use crate::store::{RoomEntry, RoomMeta, SharedStore, StoreError};
+use crate::telemetry::ActorMetrics;
+
+/// A connection's id within its room.
+pub type ConnId = u64;
+
+/// Why the room closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// A reviewer joining: where to send frames, how to close it, and where to resume.
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub reviewer: String,
+    /// Resume after this seq (with `epoch`).
+    pub since: Option<u64>,
+    pub epoch: Option<String>,
+    /// Live frames (bounded: when full the connection is kicked with 4008).
+    pub tx: mpsc::Sender<Bytes>,
+    pub kick: oneshot::Sender<Kick>,
+}
+
+/// What a joining connection sends first: the welcome, then the replayed events.
+#[derive(Debug)]
+pub struct Joined {
+    pub conn: ConnId,
+    pub welcome: Bytes,
+    pub replay: Vec<Bytes>,
+}
+
+/// A room's counters, for operations.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub epoch: String,
+    pub seq: u64,
+    pub connections: usize,
+    pub reviewers: Vec<String>,
+    pub pending: usize,
+    pub claims: usize,
+}
+
+/// Messages of a room.
+#[derive(Debug)]
+pub enum RoomMsg {
+    Join(Box<JoinRequest>, RpcReplyPort<Joined>),
+    Leave(ConnId),
+    Client(ConnId, ClientFrame),
+    /// A committed event routed to this room.
+    Publish(Arc<Event>),
+    /// The answer to a client frame, computed elsewhere.
+    Answer(ConnId, Bytes),
+    /// Lapse expired claims.
+    Tick,
+    /// Who holds the claim on a review, if anyone (HTTP review actions respect claims).
+    ClaimHolder(ReviewId, RpcReplyPort<Option<String>>),
+    /// Reload the pending reviews from the store (after the bus lagged).
+    Resync,
+    Info(RpcReplyPort<RoomInfo>),
+}
+
+/// What a room needs.
+#[derive(Clone)]
+pub struct RoomArgs {
+    pub name: String,
+    pub settings: RoomSettings,
+    pub store: SharedStore,
+    pub cases: CaseDirectory,
+    pub clock: SharedClock,
+    pub metrics: ActorMetrics,
+    pub counters: Arc<super::RoomCounters>,
+}
+
+pub struct ReviewRoom;
+
+struct Claim {
+    reviewer: String,
+    conn: ConnId,
+    expires_at: DateTime<Utc>,
+}
+
+struct PendingReview {
+    summary: Map<String, Value>,
+    claim: Option<Claim>,
+}
+
+impl PendingReview {
+    fn claim_holder(&self, now: DateTime<Utc>) -> Option<&Claim> {
+        self.claim.as_ref().filter(|c| c.expires_at > now)
+    }
+
+    fn summary(&self, now: DateTime<Utc>) -> Value {
+        let mut summary = self.summary.clone();
+        let claim = self.claim_holder(now);
+        summary.insert("claimed_by".into(), json!(claim.map(|c| &c.reviewer)));
+        summary.insert(
+            "claim_expires_at".into(),
+            json!(claim.map(|c| rfc3339(c.expires_at))),
+        );
+        Value::Object(summary)
+    }
+}
+
+struct Member {
+    reviewer: String,
+    tx: mpsc::Sender<Bytes>,
+    kick: Option<oneshot::Sender<Kick>>,
+}
+
+pub struct RoomState {
+    args: RoomArgs,
+    epoch: String,
+    seq: u64,
+    /// The retained history, oldest first (at most `settings.history`).
+    history: VecDeque<(u64, Bytes)>,
+    pending: BTreeMap<String, PendingReview>,
+    members: HashMap<ConnId, Member>,
+    /// Connections per reviewer (presence is per reviewer).
+    presence: BTreeMap<String, usize>,
+    next_conn: ConnId,
+    /// Appends events to the stored history behind the live fan-out.
+    writer: Option<HistoryWriter>,
+    /// Members whose buffer overflowed or closed, to be removed after the current fan-out.
+    dropped: Vec<ConnId>,
+}
+
+/// Loads the pending reviews of `room` with what reviewers see of them.
+async fn load_pending(
+    store: &SharedStore,
+    room: &str,
+) -> Result<BTreeMap<String, PendingReview>, StoreError> {
+    let mut pending = BTreeMap::new();
+    for id in store.pending_reviews(room).await? {
+        let Some(review) = store.load_review(&id).await? else {
+            continue;
+        };
+        if review.status != ReviewStatus::Pending || review.room != room {
+            continue;
+        }
+        let Some(case) = store.load_case(review.case_id).await? else {
+            continue;
+        };
+        // A review replaced without a decision lingers in the index; the case knows.
+        if case.review.as_ref().map(|r| &r.review_id) != Some(&review.review_id) {
+            continue;
+        }
+        if let Value::Object(summary) = lifecycle::review_summary(&case, &review) {
+            pending.insert(
+                id.as_str().to_string(),
+                PendingReview {
+                    summary,
+                    claim: None,
+                },
+            );
+        }
+    }
+    Ok(pending)
+}
+
+impl Actor for ReviewRoom {
+    type Msg = RoomMsg;
+    type State = RoomState;
+    type Arguments = RoomArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        args: RoomArgs,
+    ) -> Result<RoomState, ActorProcessingErr> {
+        let store = &args.store;
+        let keep = args.settings.history;
+        let new_epoch = || crate::domain::new_ulid(args.clock.now()).to_string();
+        // A room still marked open was cut off (a crash): events it sent may never have reached
+        // its history, so that history cannot promise a gapless resume. A new epoch makes every
+        // `since` from before reset instead.
+        let (epoch, seq, history) = match store.room_meta(&args.name).await? {
+            Some(meta) if !meta.open => {
+                let history = store
+                    .room_history(&args.name, meta.seq.saturating_sub(keep as u64), keep)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.seq, Bytes::from(e.frame)))
+                    .collect();
+                (meta.epoch, meta.seq, history)
+            }
+            Some(meta) => {
+                tracing::warn!(room = %args.name, "room was not closed cleanly; starting a new history epoch");
+                (new_epoch(), meta.seq, VecDeque::new())
+            }
+            None => (new_epoch(), 0, VecDeque::new()),
+        };
+        let meta = RoomMeta {
+            epoch: epoch.clone(),
+            seq,
+            open: true,
+        };
+        store.room_append(&args.name, &meta, &[], keep).await?;
+        let writer = HistoryWriter::start(&args, epoch.clone());
+        let pending = load_pending(store, &args.name).await?;
+        // Claims lapse on a wall-clock sweep; the time they are compared with is the clock's.
+        let sweep = args.settings.claim_sweep();
+        let ticker = myself.clone();
+        let tick_metrics = args.metrics.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(sweep);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                tick_metrics.queued();
+                if ticker.cast(RoomMsg::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+        args.metrics.spawned(&format_args!("room:{}", args.name));
+        Ok(RoomState {
+            args,
+            epoch,
+            seq,
+            history,
+            writer: Some(writer),
+            pending,
+            members: HashMap::new(),
+            presence: BTreeMap::new(),
+            next_conn: 1,
+            dropped: Vec::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RoomMsg>,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Write what is queued, then mark the history closed cleanly (same epoch next time).
+        if let Some(writer) = state.writer.take() {
+            writer.finish().await;
+            let meta = RoomMeta {
+                epoch: state.epoch.clone(),
+                seq: state.seq,
+                open: false,
+            };
+            let keep = state.args.settings.history;
+            if let Err(e) = state
+                .args
+                .store
+                .room_append(&state.args.name, &meta, &[], keep)
+                .await
+            {
+                tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
+            }
+        }
+        state
+            .args
+            .counters
+            .connections
+            .dec_by(state.members.len() as i64);
+        state
+            .args
+            .metrics
+            .stopped(&format_args!("room:{}", state.args.name));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RoomMsg>,
+        msg: RoomMsg,
+        state: &mut RoomState,
+    ) -> Result<(), ActorProcessingErr> {
+        let started = Instant::now();
+        state.args.metrics.mailbox.dec();
+        match msg {
+            RoomMsg::Join(request, reply) => {
+                let joined = state.join(*request);
+                let _ = reply.send(joined);
+            }
+            RoomMsg::Leave(conn) => state.leave(conn, "disconnected").await,
+            RoomMsg::Client(conn, frame) => state.client(&myself, conn, frame).await,
+            RoomMsg::Publish(event) => state.publish_event(&event).await,
+            RoomMsg::Answer(conn, frame) => state.send_to(conn, frame),
+            RoomMsg::Tick => state.expire_claims().await,
+            RoomMsg::ClaimHolder(id, reply) => {
+                let now = state.args.clock.now();
+                let holder = state
+                    .pending
+                    .get(id.as_str())
+                    .and_then(|p| p.claim_holder(now))
+                    .map(|c| c.reviewer.clone());
+                let _ = reply.send(holder);
+            }
+            RoomMsg::Resync => state.resync().await,
+            RoomMsg::Info(reply) => {
+                let _ = reply.send(state.info());
+            }
+        }
+        state.settle().await;
+        state.args.metrics.handled(started.elapsed());
+        Ok(())
+    }
+}
+
+impl RoomState {
+    fn info(&self) -> RoomInfo {
+        let now = self.args.clock.now();
+        RoomInfo {
+            room: self.args.name.clone(),
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            connections: self.members.len(),
+            reviewers: self.presence.keys().cloned().collect(),
+            pending: self.pending.len(),
+            claims: self
+                .pending
+                .values()
+                .filter(|p| p.claim_holder(now).is_some())
+                .count(),
+        }
+    }
+
+    /// The pending list, oldest request first.
+    fn pending_list(&self) -> Vec<Value> {
+        let now = self.args.clock.now();
+        let mut list: Vec<Value> = self.pending.values().map(|p| p.summary(now)).collect();
+        list.sort_by(|a, b| {
+            let key = |v: &Value| {
+                (
+                    v["requested_at"].as_str().unwrap_or_default().to_string(),
+                    v["review_id"].as_str().unwrap_or_default().to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        list
+    }
+
+    fn join(&mut self, request: JoinRequest) -> Joined {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let oldest = self.history.front().map_or(self.seq + 1, |(seq, _)| *seq);
+        let resumable = match (request.since, &request.epoch) {
+            (Some(since), Some(epoch)) => {
+                *epoch == self.epoch && since <= self.seq && since + 1 >= oldest
+            }
+            _ => false,
+        };
+        let reset = request.since.is_some() && !resumable;
+        let replay: Vec<Bytes> = match request.since {
+            Some(since) if resumable => self
+                .history
+                .iter()
+                .filter(|(seq, _)| *seq > since)
+                .map(|(_, frame)| frame.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let reviewer = request.reviewer.clone();
+        let first = {
+            let count = self.presence.entry(reviewer.clone()).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            self.broadcast(protocol::presence(true, &reviewer));
+        }
+        let welcome = json!({
+            "type": "welcome",
+            "room": self.args.name,
+            "reviewer": reviewer,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "reset": reset,
+            "replayed": replay.len(),
+            "pending": self.pending_list(),
+            "presence": self.presence.keys().collect::<Vec<_>>(),
+            "claim_ttl_seconds": self.args.settings.claim_ttl.as_secs(),
+        });
+        self.members.insert(
+            conn,
+            Member {
+                reviewer,
+                tx: request.tx,
+                kick: Some(request.kick),
+            },
+        );
+        self.args.counters.connections.inc();
+        Joined {
+            conn,
+            welcome: Bytes::from(welcome.to_string()),
+            replay,
+        }
+    }
+
+    /// Removes a member: its claims lapse, and presence updates when it was the reviewer's last
+    /// connection.
+    async fn leave(&mut self, conn: ConnId, reason: &str) {
+        let Some(member) = self.members.remove(&conn) else {
+            return;
+        };
+        self.args.counters.connections.dec();
+        let held: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.claim.as_ref().is_some_and(|c| c.conn == conn))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in held {
+            self.release(&id, &member.reviewer, reason).await;
+        }
+        let last = match self.presence.get_mut(&member.reviewer) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                self.presence.remove(&member.reviewer);
+                true
+            }
+            None => false,
+        };
+        if last {
+            self.broadcast(protocol::presence(false, &member.reviewer));
+        }
+    }
+
+    /// Removes members whose buffers overflowed or closed during a fan-out (which may cause
+    /// more events, hence the loop).
+    async fn settle(&mut self) {
+        while let Some(conn) = self.dropped.pop() {
+            self.leave(conn, "disconnected").await;
+        }
+    }
+
+    /// Queues a frame for one member; a full buffer kicks it with 4008.
+    fn send_to(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(member) = self.members.get_mut(&conn) else {
+            return;
+        };
+        match member.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(kick) = member.kick.take() {
+                    self.args.counters.slow_closes.inc();
+                    tracing::info!(
+                        room = %self.args.name,
+                        reviewer = %member.reviewer,
+                        "closing a slow connection (4008)"
+                    );
+                    let _ = kick.send(Kick {
+                        code: CLOSE_TOO_SLOW,
+                        reason: "too slow: outgoing buffer full; resume with since",
+                    });
+                }
+                self.dropped.push(conn);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.dropped.push(conn),
+        }
+    }
+
+    fn broadcast(&mut self, frame: Bytes) {
+        let conns: Vec<ConnId> = self.members.keys().copied().collect();
+        for conn in conns {
+            self.send_to(conn, frame.clone());
+        }
+    }
+
+    /// Numbers, records and fans out one room event.
+    async fn publish(&mut self, name: &str, data: &Value) {
+        self.seq += 1;
+        let seq = self.seq;
+        let frame = protocol::event(seq, name, data, &rfc3339(self.args.clock.now()));
+        let keep = self.args.settings.history;
+        // Live first: resume is served from the in-memory history, and the store's copy (for
+        // restarts) is written behind, in order, by the room's history writer. A crash before
+        // it is written is caught at the next start (the room is still marked open).
+        let shared = Bytes::from(frame.clone());
+        self.history.push_back((seq, shared.clone()));
+        while self.history.len() > keep {
+            self.history.pop_front();
+        }
+        self.args.counters.events.inc();
+        self.broadcast(shared);
+        if let Some(writer) = &self.writer {
+            writer.append(RoomEntry { seq, frame }).await;
+        }
+    }
+
+    async fn publish_event(&mut self, event: &Event) {
+        let data = &event.data;
+        let review_id = data["review_id"].as_str().unwrap_or_default().to_string();
+        match event.event {
+            EventKind::ReviewRequested => {
+                if self.pending.contains_key(&review_id) {
+                    return; // already known (loaded from the store while the event was in flight)
+                }
+                let Value::Object(mut summary) = data.clone() else {
+                    return;
+                };
+                summary
+                    .entry("room")
+                    .or_insert_with(|| json!(self.args.name));
+                let pending = PendingReview {
+                    summary,
+                    claim: None,
+                };
+                let shown = pending.summary(self.args.clock.now());
+                self.pending.insert(review_id, pending);
+                self.publish(event.event.as_str(), &shown).await;
+            }
+            EventKind::ReviewCompleted => {
+                self.pending.remove(&review_id);
+                self.publish(event.event.as_str(), data).await;
+            }
+            _ => self.publish(event.event.as_str(), data).await,
+        }
+    }
+
+    async fn release(&mut self, review_id: &str, reviewer: &str, reason: &str) {
+        let Some(pending) = self.pending.get_mut(review_id) else {
+            return;
+        };
+        if pending.claim.take().is_none() {
+            return;
+        }
+        let data = json!({
+            "review_id": review_id,
+            "case_id": pending.summary.get("case_id"),
+            "reviewer": reviewer,
+            "reason": reason,
+        });
+        self.publish("review.released", &data).await;
+    }
+
+    async fn expire_claims(&mut self) {
+        let now = self.args.clock.now();
+        let expired: Vec<(String, String)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, p)| {
+                p.claim
+                    .as_ref()
+                    .filter(|c| c.expires_at <= now)
+                    .map(|c| (id.clone(), c.reviewer.clone()))
+            })
+            .collect();
+        for (id, reviewer) in expired {
+            self.release(&id, &reviewer, "expired").await;
+        }
+    }
+
+    async fn resync(&mut self) {
+        let fresh = match load_pending(&self.args.store, &self.args.name).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(room = %self.args.name, error = %e, "room resync failed");
+                return;
+            }
+        };
+        let gone: Vec<String> = self
+            .pending
+            .keys()
+            .filter(|id| !fresh.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(p) = self.pending.remove(&id) {
+                let data =
+                    json!({"review_id": id, "case_id": p.summary.get("case_id"), "resync": true});
+                self.publish("review.completed", &data).await;
+            }
+        }
+        for (id, review) in fresh {
+            if !self.pending.contains_key(&id) {
+                let shown = review.summary(self.args.clock.now());
+                self.pending.insert(id, review);
+                self.publish("review.requested", &shown).await;
+            }
+        }
+    }
+
+    async fn client(&mut self, myself: &ActorRef<RoomMsg>, conn: ConnId, frame: ClientFrame) {
+        let Some(reviewer) = self.members.get(&conn).map(|m| m.reviewer.clone()) else {
+            return;
+        };
+        let now = self.args.clock.now();
+        let id = frame.review_id.as_str().to_string();
+        let reference = frame.reference.clone();
+        let answer_error =
+            |code: &str, message: String| protocol::error(&reference, code, &message);
+        let held_by_other = self
+            .pending
+            .get(&id)
+            .and_then(|p| p.claim_holder(now))
+            .filter(|c| c.reviewer != reviewer)
+            .map(|c| (c.reviewer.clone(), c.expires_at));
+        if let Some((holder, until)) = &held_by_other {
+            let message = format!(
+                "Review {id} is claimed by {holder} until {}",
+                rfc3339(*until)
+            );
+            self.send_to(conn, answer_error("ALREADY_CLAIMED", message));
+            return;
+        }
+        match frame.request {
+            ClientRequest::Claim => {
+                let ttl = chrono::Duration::from_std(self.args.settings.claim_ttl)
+                    .unwrap_or(chrono::Duration::MAX);
+                let Some(pending) = self.pending.get_mut(&id) else {
+                    let message = format!("No pending review {id} in room {}", self.args.name);
+                    self.send_to(conn, answer_error("NOT_FOUND", message));
+                    return;
+                };
+                let expires_at = now + ttl;
+                pending.claim = Some(Claim {
+                    reviewer: reviewer.clone(),
+                    conn,
+                    expires_at,
+                });
+                let data = json!({
+                    "review_id": id,
+                    "case_id": pending.summary.get("case_id"),
+                    "reviewer": reviewer,
+                    "expires_at": rfc3339(expires_at),
+                });
+                self.send_to(conn, protocol::ack(&reference, data.clone()));
+                self.publish("review.claimed", &data).await;
+            }
+            ClientRequest::Release => {
+                let holds = self
+                    .pending
+                    .get(&id)
+                    .and_then(|p| p.claim_holder(now))
+                    .is_some();
+                if !holds {
+                    let message = format!("You hold no claim on review {id}");
+                    self.send_to(conn, answer_error("INVALID_STATE", message));
+                    return;
+                }
+                self.send_to(
+                    conn,
+                    protocol::ack(&reference, json!({"review_id": id, "released": true})),
+                );
+                self.release(&id, &reviewer, "released").await;
+            }
+            ClientRequest::Act {
+                action,
+                comments,
+                edited_solution,
+                edit_reason,
+            } => {
+                let decision = ReviewDecision {
+                    review_id: frame.review_id,
+                    action,
+                    reviewer,
+                    comments,
+                    edited_solution,
+                    edit_reason,
+                };
+                let task = DecisionTask {
+                    room: self.args.name.clone(),
+                    store: self.args.store.clone(),
+                    cases: self.args.cases.clone(),
+                    timeout: self.args.settings.action_timeout(),
+                };
+                let myself = myself.clone();
+                let metrics = self.args.metrics.clone();
+                tokio::spawn(async move {
+                    let frame = task.run(decision, &reference).await;
+                    metrics.queued();
+                    let _ = myself.cast(RoomMsg::Answer(conn, frame));
+                });
+            }
+        }
+    }
+}
+
+/// A review decision made over the socket, run outside the room's handler.
+struct DecisionTask {
+    room: String,
+    store: SharedStore,
+    cases: CaseDirectory,
+    timeout: Duration,
+}
+
+impl DecisionTask {
+    async fn run(self, decision: ReviewDecision, reference: &Value) -> Bytes {
+        let review_id = decision.review_id.clone();
+        let action = decision.action;
+        // The same rules as the HTTP review endpoints: a review of another room is not ours.
+        match self.store.load_review(&review_id).await {
+            Ok(Some(review)) if review.room == self.room => {}
+            Ok(Some(review)) => {
+                let message = format!("Review {review_id} belongs to room {}", review.room);
+                return protocol::error(reference, "FORBIDDEN", &message);
+            }
+            Ok(None) => {
+                return protocol::error(reference, "NOT_FOUND", "Review not found");
+            }
+            Err(e) => {
+                return protocol::error(reference, "SERVICE_UNAVAILABLE", &e.to_string());
+            }
+        }
+        let outcome = tokio::time::timeout(self.timeout, self.cases.review(decision)).await;
+        match outcome {
+            Ok(Ok(case)) => protocol::ack(
+                reference,
+                json!({
+                    "review_id": review_id,
+                    "case_id": case.case_id,
+                    "action": action,
+                    "status": case.status,
+                }),
+            ),
+            Ok(Err(e)) => {
+                let (code, message) = case_error(&e);
+                protocol::error(reference, code, &message)
+            }
+            Err(_) => protocol::error(
+                reference,
+                "SERVICE_UNAVAILABLE",
+                "The case did not answer in time; retry shortly",
+            ),
+        }
+    }
+}
+
+/// The contract's code for a case error (the same codes the HTTP endpoints answer with).
+pub fn case_error(e: &CaseError) -> (&'static str, String) {
+    match e {
+        CaseError::NotFound => ("NOT_FOUND", "Case not found".into()),
+        CaseError::ReviewNotFound => ("NOT_FOUND", "Review not found".into()),
+        CaseError::AlreadyProcessed(m) => ("ALREADY_PROCESSED", m.clone()),
+        CaseError::InvalidState { message, .. } => ("INVALID_STATE", message.clone()),
+        CaseError::Store(_) | CaseError::Unavailable => (
+            "SERVICE_UNAVAILABLE",
+            "The case is temporarily unavailable; retry shortly".into(),
+        ),
+        CaseError::Internal => ("INTERNAL_ERROR", "Internal error".into()),
+    }
+}
+
+/// Writes a room's events to the store in order, batching whatever queued up during the
+/// previous write, so a slow disk delays the stored copy, never the live fan-out.
+struct HistoryWriter {
+    tx: mpsc::Sender<RoomEntry>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HistoryWriter {
+    fn start(args: &RoomArgs, epoch: String) -> Self {
+        let keep = args.settings.history;
+        let (tx, mut rx) = mpsc::channel::<RoomEntry>(keep.max(64));
+        let store = args.store.clone();
+        let room = args.name.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let meta = RoomMeta {
+                    epoch: epoch.clone(),
+                    seq: batch.last().map_or(0, |e| e.seq),
+                    open: true,
+                };
+                if let Err(e) = store.room_append(&room, &meta, &batch, keep).await {
+                    tracing::warn!(%room, events = batch.len(), error = %e, "room history write failed");
+                }
+                batch.clear();
+            }
+        });
+        HistoryWriter { tx, task }
+    }
+
+    /// Queues an event; waits only when `history` events are already waiting for the disk.
+    async fn append(&self, entry: RoomEntry) {
+        if let Err(mpsc::error::TrySendError::Full(entry)) = self.tx.try_send(entry) {
+            let _ = self.tx.send(entry).await;
+        }
+    }
+
+    /// Writes everything queued and stops.
+    async fn finish(self) {
+        drop(self.tx);
+        if tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("room history writer did not finish in time");
+        }
+    }
+}
