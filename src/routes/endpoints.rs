@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use casehub_actors::delivery::endpoint::{DeliveryOrdering, PayloadFormat, RetryPolicy};
 use casehub_actors::delivery::pool::DispatchMsg;
+use casehub_actors::delivery::sealing::SecretSealer;
 use casehub_actors::delivery::{DeliveryState, Endpoint, EndpointStatus, EventPattern, ssrf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -233,10 +234,23 @@ fn apply(endpoint: &mut Endpoint, f: EndpointFields) {
     }
 }
 
-fn with_secret(endpoint: &Endpoint) -> Value {
+fn with_secret(endpoint: &Endpoint, secret: &str) -> Value {
     let mut view = endpoint.view();
-    view["secret"] = json!(endpoint.secret);
+    view["secret"] = json!(secret);
     view
+}
+
+/// Seals the endpoint's secrets with `delivery.secret_key` (a no-op without one) and stores it.
+async fn store_sealed(state: &AppState, endpoint: &mut Endpoint) -> ApiResult<()> {
+    let sealer =
+        SecretSealer::from_base64(state.settings.delivery.secret_key.expose()).map_err(|e| {
+            // Validated at start; unreachable unless settings change underneath.
+            tracing::error!(error = %e, "delivery.secret_key");
+            ApiError::internal()
+        })?;
+    sealer.seal_endpoint(endpoint);
+    state.store.put_endpoint(endpoint).await?;
+    Ok(())
 }
 
 async fn find(state: &AppState, id: &str) -> ApiResult<Endpoint> {
@@ -272,10 +286,11 @@ pub async fn create(
     let now = chrono::Utc::now();
     let mut endpoint = Endpoint::new(String::new(), Vec::new(), now);
     apply(&mut endpoint, fields);
-    state.store.put_endpoint(&endpoint).await?;
+    let secret = endpoint.secret.clone();
+    store_sealed(&state, &mut endpoint).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"data": with_secret(&endpoint)})),
+        Json(json!({"data": with_secret(&endpoint, &secret)})),
     )
         .into_response())
 }
@@ -355,7 +370,7 @@ pub async fn patch(
     let fields = parse_fields(&state, &body, false).await?;
     apply(&mut endpoint, fields);
     endpoint.updated_at = chrono::Utc::now();
-    state.store.put_endpoint(&endpoint).await?;
+    store_sealed(&state, &mut endpoint).await?;
     Ok(Json(json!({"data": endpoint.view()})))
 }
 
@@ -411,8 +426,9 @@ pub async fn rotate_secret(
     state.auth.require_admin(&headers, ip)?;
     let mut endpoint = find(&state, &id).await?;
     endpoint.rotate_secret(chrono::Utc::now());
-    state.store.put_endpoint(&endpoint).await?;
-    Ok(Json(json!({"data": with_secret(&endpoint)})))
+    let secret = endpoint.secret.clone();
+    store_sealed(&state, &mut endpoint).await?;
+    Ok(Json(json!({"data": with_secret(&endpoint, &secret)})))
 }
 
 /// Create or patch body (all fields optional on patch).

@@ -1,5 +1,6 @@
 //! Outgoing webhooks end to end (CONTRACT §5) against a real local receiver that verifies both
 //! signature forms with code written here from the contract, not casehub's signing module.
+//! The receiver and the checks are shared with the fix-executor and secret-storage tests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,32 +23,32 @@ use crate::harness::*;
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Got {
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Got {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         self.headers[name].to_str().unwrap().to_string()
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
 
 /// Per path: what arrived, and how many leading requests to fail with which status.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Arc<Mutex<HashMap<String, Vec<Got>>>>,
     fail: Arc<Mutex<HashMap<String, (u32, u16)>>>,
 }
 
 impl Receiver {
-    fn got(&self, path: &str) -> Vec<Got> {
+    pub(crate) fn got(&self, path: &str) -> Vec<Got> {
         self.got.lock().get(path).cloned().unwrap_or_default()
     }
-    fn fail_next(&self, path: &str, times: u32, status: u16) {
+    pub(crate) fn fail_next(&self, path: &str, times: u32, status: u16) {
         self.fail.lock().insert(path.to_string(), (times, status));
     }
 }
@@ -77,7 +78,7 @@ async fn receive(
     }
 }
 
-async fn start_receiver() -> (String, Receiver) {
+pub(crate) async fn start_receiver() -> (String, Receiver) {
     let receiver = Receiver::default();
     let app = Router::new()
         .route("/{path}", post(receive))
@@ -95,11 +96,17 @@ fn mac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// Both signature forms of CONTRACT §5, checked from their definitions.
-fn assert_signed(got: &Got, secret: &str) {
+pub(crate) fn assert_signed(got: &Got, secret: &str) {
     assert_eq!(
         got.header("x-webhook-signature"),
         hex::encode(mac(secret.as_bytes(), &got.body))
     );
+    assert_standard_signed(got, secret);
+}
+
+/// One of the Standard Webhooks signatures is by `secret` (a rotated-out secret signs only
+/// there, next to the current one), and the event header names the event.
+pub(crate) fn assert_standard_signed(got: &Got, secret: &str) {
     let key = STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
@@ -124,7 +131,12 @@ fn assert_signed(got: &Got, secret: &str) {
     );
 }
 
-async fn endpoint(app: &TestApp, url: String, events: Value, extra: Value) -> (String, String) {
+pub(crate) async fn endpoint(
+    app: &TestApp,
+    url: String,
+    events: Value,
+    extra: Value,
+) -> (String, String) {
     let mut body = json!({"url": url, "events": events});
     body.as_object_mut()
         .unwrap()
@@ -177,19 +189,19 @@ async fn disabled_endpoint(app: &TestApp, id: &str) -> Value {
 }
 
 /// Lets the server deliver to this machine and look for due jobs every 20 ms.
-fn deliver_locally(s: &mut casehub::Settings) {
+pub(crate) fn deliver_locally(s: &mut casehub::Settings) {
     s.delivery.allow_private_targets = true;
     s.delivery.poll_interval = Duration::from_millis(20);
 }
 
-fn events_of(got: &[Got]) -> Vec<String> {
+pub(crate) fn events_of(got: &[Got]) -> Vec<String> {
     got.iter()
         .map(|g| g.json()["event"].as_str().unwrap().to_string())
         .collect()
 }
 
 /// Waits until `check` holds, failing with `what` after 10 s.
-async fn settle(what: &str, check: impl Fn() -> bool) {
+pub(crate) async fn settle(what: &str, check: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !check() {
         assert!(
@@ -515,6 +527,43 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
     let stopping = std::time::Instant::now();
     app.stop().await;
     assert!(stopping.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_black_hole_backlog_wider_than_the_due_window_does_not_starve_a_healthy_endpoint() {
+    let (base, rx) = start_receiver().await;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.timeout_ms = 60_000;
+    })
+    .await;
+    // The black hole is created first and every event reaches it first: its due jobs, which it
+    // never takes, fill the front of the due index (more than one scheduling window's worth).
+    endpoint(&app, hole_url, json!(["case.created"]), json!({})).await;
+    endpoint(
+        &app,
+        format!("{base}/healthy"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+    for _ in 0..150 {
+        app.intake("Our SSL certificate expired and browsers show a certificate error.")
+            .await;
+    }
+    settle("the healthy endpoint gets all 150", || {
+        rx.got("healthy").len() == 150
+    })
+    .await;
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
 //! Outgoing webhooks (CONTRACT §5): [`endpoint`]s and their [`pattern`]s, durable [`job`]s,
 //! the [`pool`] (dispatcher + factory of workers) that sends them with the [`sender`]
-//! ([`signing`], [`ssrf`] guard), and [`retry`] timing.
+//! ([`signing`], [`ssrf`] guard), and [`retry`] timing. The automated-fix executor's requests
+//! ([`fix`]) go through the same pool; endpoint secrets are encrypted at rest by [`sealing`].
 
 pub mod endpoint;
+pub mod fix;
 pub mod job;
 pub mod pattern;
 pub mod pool;
 pub mod retry;
+pub mod sealing;
 pub mod sender;
 pub mod signing;
 pub mod ssrf;

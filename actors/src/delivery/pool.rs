@@ -6,9 +6,15 @@
 //! jobs, at most `per_endpoint` in flight per endpoint so one slow endpoint cannot take every
 //! worker. A worker makes one attempt, records it and the next due time in the store, and tells
 //! the dispatcher it is done. After a restart everything pending is simply due again.
+//!
+//! Endpoints are stored with sealed secrets ([`super::sealing`]); the dispatcher opens them into
+//! the copies it hands to workers, and whatever a worker writes back is reloaded from the store
+//! and sealed. The fix executor ([`super::fix`]) is one more target, built from settings, that
+//! only `fix.requested` events reach.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -23,8 +29,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::endpoint::DeliveryOrdering;
 use super::endpoint::{Delay, Endpoint, EndpointStatus, PayloadFormat, RetryPolicy};
+use super::fix::{FIX_ENDPOINT_ID, FixResult, FixRoute};
 use super::job::{Attempt, DeliveryJob, DeliveryState};
 use super::retry::next_attempt;
+use super::sealing::SecretSealer;
 use super::sender::Sender;
 use crate::bus::EventBus;
 use crate::domain::{Event, EventKind};
@@ -50,6 +58,12 @@ pub struct PoolSettings {
 /// (endpoint id, msg id)
 type JobKey = (String, String);
 
+/// Due jobs read per scheduling pass, earliest first (see [`DispatchState::schedule`]).
+const DUE_WINDOW: usize = 64;
+/// Log page read for an endpoint the due window did not reach, and how many pages at most.
+const RECENT_WINDOW: usize = 64;
+const RECENT_PAGES: usize = 16;
+
 /// One job for a worker.
 #[derive(Debug)]
 pub struct Work {
@@ -74,6 +88,19 @@ pub enum DispatchMsg {
 
 type PoolFactory = ActorRef<FactoryMessage<JobKey, Work>>;
 
+/// Coalesces what wakes the dispatcher. A cycle reads the store, so a cycle per recorded event or
+/// per finished attempt would pile up in its (unbounded) mailbox under load, with the finished
+/// attempts that free capacity queued behind thousands of stale ticks. So at most one tick from
+/// the bus waits at a time, and a burst of finished attempts costs one scheduling pass (the last
+/// of the burst runs it).
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// A bus tick is queued and not yet taken up.
+    tick_queued: AtomicBool,
+    /// `Finished` messages sent and not yet handled.
+    finishing: AtomicUsize,
+}
+
 /// The dispatcher actor type.
 pub struct DeliveryDispatcher;
 
@@ -84,6 +111,10 @@ pub struct PoolContext {
     pub bus: EventBus,
     pub sender: Sender,
     pub settings: PoolSettings,
+    /// Opens stored endpoint secrets for signing, seals what workers write back.
+    pub sealer: SecretSealer,
+    /// The automated-fix executor, when `delivery.fix_executor_url` is set.
+    pub fix: Option<FixRoute>,
     pub dispatcher_metrics: ActorMetrics,
     pub worker_metrics: ActorMetrics,
     pub telemetry: Arc<Telemetry>,
@@ -106,6 +137,7 @@ struct Throttle {
 /// Dispatcher state.
 pub struct DispatchState {
     ctx: PoolContext,
+    wakeups: Arc<Wakeups>,
     factory: PoolFactory,
     in_flight: HashSet<JobKey>,
     per_endpoint: HashMap<String, usize>,
@@ -114,13 +146,17 @@ pub struct DispatchState {
     /// FIFO endpoints: the message that owns the endpoint until it is settled (`Some(None)`:
     /// nobody; absent: not yet read back from the store since start).
     fifo_head: HashMap<String, Option<String>>,
+    /// Endpoints whose secret did not open, already reported (warned once, not every tick).
+    unopened: HashSet<String>,
 }
 
 impl DeliveryDispatcher {
     /// Starts the factory, the dispatcher, a bus listener that wakes it on new events, and a
     /// periodic tick for retries.
     pub async fn start(ctx: PoolContext) -> Result<ActorRef<DispatchMsg>, ractor::SpawnErr> {
-        let (dispatcher, _) = Actor::spawn(None, DeliveryDispatcher, ctx.clone()).await?;
+        let wakeups = Arc::new(Wakeups::default());
+        let (dispatcher, _) =
+            Actor::spawn(None, DeliveryDispatcher, (ctx.clone(), wakeups.clone())).await?;
         ctx.dispatcher_metrics.spawned(&"delivery-dispatcher");
         let mut events = ctx.bus.subscribe();
         let wake = dispatcher.clone();
@@ -128,7 +164,9 @@ impl DeliveryDispatcher {
             loop {
                 match events.recv().await {
                     Ok(_) | Err(RecvError::Lagged(_)) => {
-                        if wake.cast(DispatchMsg::Tick).is_err() {
+                        if !wakeups.tick_queued.swap(true, Ordering::AcqRel)
+                            && wake.cast(DispatchMsg::Tick).is_err()
+                        {
                             return;
                         }
                     }
@@ -143,6 +181,7 @@ impl DeliveryDispatcher {
 struct Builder {
     ctx: PoolContext,
     dispatcher: ActorRef<DispatchMsg>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl WorkerBuilder<DeliveryWorker, ()> for Builder {
@@ -151,6 +190,7 @@ impl WorkerBuilder<DeliveryWorker, ()> for Builder {
             DeliveryWorker {
                 ctx: self.ctx.clone(),
                 dispatcher: self.dispatcher.clone(),
+                wakeups: self.wakeups.clone(),
             },
             (),
         )
@@ -160,12 +200,12 @@ impl WorkerBuilder<DeliveryWorker, ()> for Builder {
 impl Actor for DeliveryDispatcher {
     type Msg = DispatchMsg;
     type State = DispatchState;
-    type Arguments = PoolContext;
+    type Arguments = (PoolContext, Arc<Wakeups>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<DispatchMsg>,
-        ctx: PoolContext,
+        (ctx, wakeups): (PoolContext, Arc<Wakeups>),
     ) -> Result<DispatchState, ActorProcessingErr> {
         let factory_def = Factory::<
             JobKey,
@@ -179,6 +219,7 @@ impl Actor for DeliveryDispatcher {
             .worker_builder(Box::new(Builder {
                 ctx: ctx.clone(),
                 dispatcher: myself.clone(),
+                wakeups: wakeups.clone(),
             }))
             .queue(Default::default())
             .router(Default::default())
@@ -188,12 +229,14 @@ impl Actor for DeliveryDispatcher {
         myself.send_interval(ctx.settings.poll_interval, || DispatchMsg::Tick);
         Ok(DispatchState {
             ctx,
+            wakeups,
             factory,
             in_flight: HashSet::new(),
             per_endpoint: HashMap::new(),
             circuits: HashMap::new(),
             throttles: HashMap::new(),
             fifo_head: HashMap::new(),
+            unopened: HashSet::new(),
         })
     }
 
@@ -216,8 +259,12 @@ impl Actor for DeliveryDispatcher {
         // New events arrive with a tick (bus wake-up or timer); a finished attempt only frees
         // capacity, so it needs scheduling but no fan-out.
         let fan_out = matches!(msg, DispatchMsg::Tick);
+        let mut run_cycle = true;
         match msg {
             DispatchMsg::Finished(key, delivered, settled) => {
+                // More finished attempts are queued: the last of them schedules for all.
+                let before = state.wakeups.finishing.fetch_sub(1, Ordering::AcqRel);
+                run_cycle = before <= 1;
                 state.in_flight.remove(&key);
                 if let Some(n) = state.per_endpoint.get_mut(&key.0) {
                     *n = n.saturating_sub(1);
@@ -238,10 +285,10 @@ impl Actor for DeliveryDispatcher {
                         .map_err(|e| e.to_string()),
                 );
             }
-            DispatchMsg::Tick => {}
+            DispatchMsg::Tick => state.wakeups.tick_queued.store(false, Ordering::Release),
         }
         // Store trouble is retried on the next tick; nothing is lost, the queue is durable.
-        if let Err(e) = state.cycle(fan_out).await {
+        if run_cycle && let Err(e) = state.cycle(fan_out).await {
             tracing::warn!(error = %e, "delivery dispatch cycle failed; retrying on the next tick");
         }
         state.ctx.dispatcher_metrics.handled(started.elapsed());
@@ -254,22 +301,38 @@ impl Actor for DeliveryDispatcher {
         event: ractor::SupervisionEvent,
         _state: &mut DispatchState,
     ) -> Result<(), ActorProcessingErr> {
-        // The factory supervises its own workers; log anything that reaches us.
-        tracing::warn!(event = %event, "delivery factory supervision event");
+        // The factory supervises its own workers; its own start is routine, anything else is
+        // worth a warning.
+        match &event {
+            ractor::SupervisionEvent::ActorStarted(_) => {
+                tracing::debug!(event = %event, "delivery factory started");
+            }
+            _ => tracing::warn!(event = %event, "delivery factory supervision event"),
+        }
         Ok(())
     }
 }
 
 impl DispatchState {
     async fn cycle(&mut self, fan_out: bool) -> Result<(), crate::store::StoreError> {
-        let endpoints: HashMap<String, Endpoint> = self
-            .ctx
-            .store
-            .list_endpoints()
-            .await?
-            .into_iter()
-            .map(|e| (e.id.clone(), e))
-            .collect();
+        let mut endpoints = HashMap::new();
+        for stored in self.ctx.store.list_endpoints().await? {
+            match self.ctx.sealer.opened(&stored) {
+                Ok(open) => {
+                    self.unopened.remove(&open.id);
+                    endpoints.insert(open.id.clone(), open);
+                }
+                // Its jobs wait in the queue; they go once the right key is configured.
+                Err(e) => {
+                    if self.unopened.insert(stored.id.clone()) {
+                        tracing::error!(endpoint = %stored.id, error = %e, "cannot open an endpoint secret; its deliveries wait");
+                    }
+                }
+            }
+        }
+        if let Some(fix) = &self.ctx.fix {
+            endpoints.insert(fix.endpoint.id.clone(), fix.endpoint.clone());
+        }
         if fan_out {
             self.fan_out(&endpoints).await?;
         }
@@ -307,13 +370,17 @@ impl DispatchState {
             let Some(last) = events.last().map(|e| e.msg_id.clone()) else {
                 return Ok(());
             };
+            let fix_configured = self.ctx.fix.is_some();
             let jobs: Vec<DeliveryJob> = events
                 .iter()
                 .flat_map(|event| {
+                    let fix = (event.event == EventKind::FixRequested && fix_configured)
+                        .then(|| DeliveryJob::new(event, FIX_ENDPOINT_ID));
                     endpoints
                         .values()
                         .filter(move |ep| subscribed(ep, event))
                         .map(move |ep| DeliveryJob::new(event, &ep.id))
+                        .chain(fix)
                 })
                 .collect();
             self.ctx.store.enqueue_deliveries(jobs, &last).await?;
@@ -401,12 +468,95 @@ impl DispatchState {
     }
 
     /// Hands due jobs of active endpoints to the workers, within the per-endpoint bound.
+    ///
+    /// Due jobs come earliest first, so the jobs of an endpoint that cannot take more (at its
+    /// bound, circuit open) can fill the window and hide the others' behind them: a black hole
+    /// collects due jobs faster than it times them out. So when the window comes back full, every
+    /// active parallel endpoint with room that had no job in it is also served from its own log
+    /// ([`Self::recent_due`]: its recent events; retries older than that go when the window
+    /// reaches them). A wider window would not do: decoding thousands of blocked jobs on every
+    /// pass slows every endpoint instead (measured, BENCHMARKS.md).
     async fn schedule(
         &mut self,
         endpoints: &HashMap<String, Endpoint>,
     ) -> Result<(), crate::store::StoreError> {
-        let due = self.ctx.store.due_deliveries(Utc::now(), 512).await?;
+        let now = Utc::now();
+        let due = self.ctx.store.due_deliveries(now, DUE_WINDOW).await?;
+        let full = due.len() == DUE_WINDOW;
+        let seen = self.dispatch_due(due, endpoints).await?;
+        if !full {
+            return Ok(());
+        }
+        let starved: Vec<String> = endpoints
+            .values()
+            .filter(|e| {
+                e.status == EndpointStatus::Active
+                    && e.ordering == DeliveryOrdering::Parallel
+                    && !seen.contains(&e.id)
+                    && self.has_room(&e.id)
+            })
+            .map(|e| e.id.clone())
+            .collect();
+        for id in starved {
+            let recent = self.recent_due(&id, now).await?;
+            self.dispatch_due(recent, endpoints).await?;
+        }
+        Ok(())
+    }
+
+    /// An endpoint's due pending jobs from its log, oldest first: pages are read newest first
+    /// while they still hold pending jobs, at most [`RECENT_PAGES`] of them.
+    async fn recent_due(
+        &self,
+        endpoint: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Vec<DeliveryJob>, crate::store::StoreError> {
+        let mut due = Vec::new();
+        let mut before: Option<String> = None;
+        for _ in 0..RECENT_PAGES {
+            let page = self
+                .ctx
+                .store
+                .endpoint_deliveries(endpoint, before.as_deref(), RECENT_WINDOW)
+                .await?;
+            let (Some(last), full) = (page.last(), page.len() == RECENT_WINDOW) else {
+                break;
+            };
+            before = Some(last.msg_id.clone());
+            let mut pending = false;
+            for job in page {
+                if job.state == DeliveryState::Pending {
+                    pending = true;
+                    if job.due_at <= now {
+                        due.push(job);
+                    }
+                }
+            }
+            if !pending || !full {
+                break;
+            }
+        }
+        due.reverse();
+        Ok(due)
+    }
+
+    /// Whether `endpoint` could take another job now (bound and circuit).
+    fn has_room(&self, endpoint: &str) -> bool {
+        let busy = self.per_endpoint.get(endpoint).copied().unwrap_or(0);
+        busy < self.ctx.settings.per_endpoint && self.circuit_allows(endpoint, busy) > 0
+    }
+
+    /// Hands the jobs of `due` that may go now to the workers; answers the endpoints seen.
+    async fn dispatch_due(
+        &mut self,
+        due: Vec<DeliveryJob>,
+        endpoints: &HashMap<String, Endpoint>,
+    ) -> Result<HashSet<String>, crate::store::StoreError> {
+        let mut seen = HashSet::new();
         for job in due {
+            if !seen.contains(&job.endpoint_id) {
+                seen.insert(job.endpoint_id.clone());
+            }
             let key = (job.endpoint_id.clone(), job.msg_id.clone());
             if self.in_flight.contains(&key) {
                 continue;
@@ -465,13 +615,15 @@ impl DispatchState {
                 }
             }
         }
-        Ok(())
+        Ok(seen)
     }
 }
 
-/// Whether `endpoint` gets `event`: subscribed, not disabled, and never its own disabling.
+/// Whether `endpoint` gets `event`: subscribed, not disabled, never its own disabling, and never
+/// a fix request (those go to the fix executor only).
 fn subscribed(endpoint: &Endpoint, event: &Event) -> bool {
     endpoint.status != EndpointStatus::Disabled
+        && event.event != EventKind::FixRequested
         && endpoint.subscribes(event.event.as_str())
         && !(event.event == EventKind::EndpointDisabled
             && event.data["endpoint_id"] == json!(endpoint.id))
@@ -481,6 +633,7 @@ fn subscribed(endpoint: &Endpoint, event: &Event) -> bool {
 pub struct DeliveryWorker {
     ctx: PoolContext,
     dispatcher: ActorRef<DispatchMsg>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl Worker for DeliveryWorker {
@@ -532,9 +685,14 @@ impl Worker for DeliveryWorker {
                 (false, false)
             }
         };
-        let _ = self
+        self.wakeups.finishing.fetch_add(1, Ordering::AcqRel);
+        if self
             .dispatcher
-            .cast(DispatchMsg::Finished(key.clone(), delivered, settled));
+            .cast(DispatchMsg::Finished(key.clone(), delivered, settled))
+            .is_err()
+        {
+            self.wakeups.finishing.fetch_sub(1, Ordering::AcqRel);
+        }
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
     }
@@ -548,9 +706,13 @@ impl DeliveryWorker {
     ) -> Result<DeliveryState, crate::store::StoreError> {
         let now = Utc::now();
         let body = render(&endpoint, &job);
-        let outcome = self
+        let fix = self
             .ctx
-            .sender
+            .fix
+            .as_ref()
+            .filter(|_| endpoint.id == FIX_ENDPOINT_ID);
+        let sender = fix.map_or(&self.ctx.sender, |f| &f.sender);
+        let outcome = sender
             .send(&endpoint, &job.msg_id, &job.event, &body, now)
             .await;
         let gone = outcome.status == Some(410);
@@ -596,6 +758,17 @@ impl DeliveryWorker {
             next,
         );
         self.ctx.store.update_delivery(&job).await?;
+        if let Some(fix) = fix {
+            // The executor is configuration, not a stored endpoint: no streak, no disabling.
+            // A settled request wakes its case, which reads the outcome just recorded.
+            if job.state != DeliveryState::Pending {
+                match FixResult::case_of(&job) {
+                    Some(case_id) => fix.outcomes.settled(case_id),
+                    None => tracing::warn!(msg_id = %job.msg_id, "a fix request names no case"),
+                }
+            }
+            return Ok(job.state);
+        }
         if gone {
             self.disable(&endpoint.id, "the endpoint answered 410 Gone")
                 .await?;
@@ -620,10 +793,12 @@ impl DeliveryWorker {
         match (delivered, endpoint.failing_since) {
             (true, Some(_)) => {
                 endpoint.failing_since = None;
+                self.ctx.sealer.seal_endpoint(&mut endpoint);
                 self.ctx.store.put_endpoint(&endpoint).await
             }
             (false, None) => {
                 endpoint.failing_since = Some(now);
+                self.ctx.sealer.seal_endpoint(&mut endpoint);
                 self.ctx.store.put_endpoint(&endpoint).await
             }
             (false, Some(since)) => {
@@ -657,6 +832,7 @@ impl DeliveryWorker {
         endpoint.status = EndpointStatus::Disabled;
         endpoint.disabled_reason = Some(reason.to_string());
         endpoint.updated_at = now;
+        self.ctx.sealer.seal_endpoint(&mut endpoint);
         self.ctx.store.put_endpoint(&endpoint).await?;
         let event = Event::new(
             EventKind::EndpointDisabled,
