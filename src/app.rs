@@ -11,12 +11,16 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
+use axum::serve::ListenerExt;
 use casehub_actors::alerts::{AlertArgs, AlertMonitor};
 use casehub_actors::bus::EventBus;
 use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
-use casehub_actors::delivery::pool::{DeliveryDispatcher, PoolContext, PoolSettings};
+use casehub_actors::delivery::fix::{FixOutcomes, FixRoute};
+use casehub_actors::delivery::pool::{DeliveryDispatcher, DispatchMsg, PoolContext, PoolSettings};
+use casehub_actors::delivery::sealing::{SecretSealer, seal_stored};
 use casehub_actors::delivery::sender::Sender;
+use casehub_actors::rooms::{RoomHub, RoomsConfig};
 use casehub_actors::store::{EmbeddedStore, MeteredStore, RedisStore, SharedStore};
 use casehub_actors::telemetry::Telemetry;
 use casehub_actors::triage::{SimilarCases, Triage};
@@ -102,31 +106,8 @@ impl Application {
         })
         .await
         .context("starting the alert monitor")?;
-        let delivery = &settings.delivery;
-        let sender = Sender::new(
-            Duration::from_millis(delivery.timeout_ms),
-            delivery.allow_private_targets,
-        )
-        .map_err(|e| anyhow::anyhow!("delivery: cannot build the HTTP client: {e}"))?;
-        let dispatcher = DeliveryDispatcher::start(PoolContext {
-            store: store.clone(),
-            bus: bus.clone(),
-            sender,
-            settings: PoolSettings {
-                workers: delivery.workers,
-                per_endpoint: delivery.per_endpoint_concurrency,
-                retry_schedule: delivery.retry_schedule.clone(),
-                poll_interval: delivery.poll_interval,
-                circuit_threshold: delivery.circuit_threshold,
-                circuit_cooldown: delivery.circuit_cooldown,
-                disable_after: delivery.disable_after,
-            },
-            dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
-            worker_metrics: telemetry.actor("delivery_worker"),
-            telemetry: telemetry.clone(),
-        })
-        .await
-        .context("starting the delivery pool")?;
+        let room_clock = clock.clone();
+        let room_bus = bus.clone();
         let ctx = Arc::new(CaseContext {
             store: store.clone(),
             triage,
@@ -134,10 +115,11 @@ impl Application {
             clock,
             links: auth.links.clone(),
             routing: settings.reviews.clone(),
-            bus,
+            bus: bus.clone(),
             telemetry: telemetry.clone(),
             metrics: telemetry.actor("case_actor"),
             supervisor_metrics: telemetry.actor("case_supervisor"),
+            fix_executor: !settings.delivery.fix_executor_url.is_empty(),
             fault_injection: settings.testing.fault_injection,
         });
         let c = &settings.cases;
@@ -157,7 +139,19 @@ impl Application {
         )
         .await
         .context("starting the case supervisors")?;
+        // The pool starts after the cases: it reports fix outcomes to them.
+        let dispatcher = start_delivery(&settings, &store, &bus, &telemetry, &cases).await?;
         warm_similar_cases(&store, &cases, settings.triage.similar_cases_window).await;
+        let rooms = RoomHub::start(RoomsConfig {
+            settings: settings.rooms.clone(),
+            store: store.clone(),
+            cases: cases.clone(),
+            clock: room_clock,
+            bus: room_bus,
+            telemetry: telemetry.clone(),
+        })
+        .await
+        .context("starting the review rooms")?;
         let limits = RateLimits::new(&settings.rate_limits);
         let listener = TcpListener::bind(addr)
             .await
@@ -174,6 +168,7 @@ impl Application {
             shutdown,
             alerts,
             dispatcher,
+            rooms,
             started: Instant::now(),
             idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
         });
@@ -233,7 +228,19 @@ impl Application {
             // Streams and sockets end first, so in-flight requests can drain.
             let _ = shutdown_tx.send(true);
         };
-        axum::serve(self.listener, service)
+        let send_buffer = state.settings.server.tcp_send_buffer;
+        let listener = self.listener.tap_io(move |tcp| {
+            // Small frames (room events, acks) go out at once rather than waiting for Nagle.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+            if send_buffer > 0
+                && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+            {
+                tracing::debug!(error = %e, "SO_SNDBUF not set");
+            }
+        });
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
@@ -241,6 +248,8 @@ impl Application {
         tracing::info!("draining case actors");
         let timeout = state.settings.server.shutdown_timeout;
         state.cases.shutdown(timeout).await;
+        // Reviewer sockets were told to close (1001) when shutdown began.
+        state.rooms.shutdown().await;
         let _ = state.alerts.stop_and_wait(None, Some(timeout)).await;
         // Attempts still in flight are abandoned, not awaited: their jobs stay pending in the
         // store and are sent again after a restart (at-least-once), so a receiver that never
@@ -253,6 +262,79 @@ impl Application {
         tracing::info!("casehub stopped");
         Ok(())
     }
+}
+
+/// Checks the stored endpoint secrets against `delivery.secret_key` (sealing plaintext ones when
+/// a key is set), then starts the delivery pool, with the fix executor when one is configured.
+async fn start_delivery(
+    settings: &Settings,
+    store: &SharedStore,
+    bus: &EventBus,
+    telemetry: &Arc<Telemetry>,
+    cases: &CaseDirectory,
+) -> anyhow::Result<ractor::ActorRef<DispatchMsg>> {
+    let delivery = &settings.delivery;
+    let sealer = SecretSealer::from_base64(delivery.secret_key.expose())
+        .map_err(|e| anyhow::anyhow!("delivery.secret_key: {e}"))?;
+    if !sealer.enabled() {
+        tracing::warn!(
+            "delivery.secret_key is empty: webhook endpoint secrets are stored unencrypted"
+        );
+    }
+    let sealed = seal_stored(store, &sealer)
+        .await
+        .context("delivery.secret_key")?;
+    if sealed > 0 {
+        tracing::info!(endpoints = sealed, "sealed plaintext endpoint secrets");
+    }
+    let timeout = Duration::from_millis(delivery.timeout_ms);
+    let sender = Sender::new(timeout, delivery.allow_private_targets)
+        .map_err(|e| anyhow::anyhow!("delivery: cannot build the HTTP client: {e}"))?;
+    let fix = if delivery.fix_executor_url.is_empty() {
+        None
+    } else {
+        let outcomes: Arc<dyn FixOutcomes> = Arc::new(cases.clone());
+        let route = FixRoute::new(
+            &delivery.fix_executor_url,
+            delivery.fix_executor_secret.expose(),
+            timeout,
+            outcomes,
+            chrono::Utc::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("delivery.fix_executor_url: {e}"))?;
+        Some(route)
+    };
+    let dispatcher = DeliveryDispatcher::start(PoolContext {
+        store: store.clone(),
+        bus: bus.clone(),
+        sender,
+        settings: PoolSettings {
+            workers: delivery.workers,
+            per_endpoint: delivery.per_endpoint_concurrency,
+            retry_schedule: delivery.retry_schedule.clone(),
+            poll_interval: delivery.poll_interval,
+            circuit_threshold: delivery.circuit_threshold,
+            circuit_cooldown: delivery.circuit_cooldown,
+            disable_after: delivery.disable_after,
+        },
+        sealer,
+        fix,
+        dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
+        worker_metrics: telemetry.actor("delivery_worker"),
+        telemetry: telemetry.clone(),
+    })
+    .await
+    .context("starting the delivery pool")?;
+    // Cases left between two steps finish from the store, in the background.
+    let resume = cases.clone();
+    tokio::spawn(async move {
+        match resume.resume_unfinished().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(cases = n, "resumed unfinished cases"),
+            Err(e) => tracing::warn!(error = %e, "resuming unfinished cases failed"),
+        }
+    });
+    Ok(dispatcher)
 }
 
 /// The embedded store under `data_dir`, or Redis when `store.url` is set.

@@ -6,6 +6,12 @@ use casehub::cli::{Cli, Command};
 use casehub::{Application, Settings, auth::Auth, telemetry};
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: a request allocates many small, short-lived
+/// objects (JSON values, snapshots, events), which glibc's malloc spent a quarter of the intake
+/// profile on (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

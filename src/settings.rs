@@ -49,6 +49,7 @@ pub struct Settings {
     pub cases: CaseSettings,
     pub triage: TriageSettings,
     pub reviews: ReviewRouting,
+    pub rooms: casehub_actors::rooms::RoomSettings,
     pub alerts: AlertSettings,
     pub delivery: DeliverySettings,
     pub widget: WidgetSettings,
@@ -67,6 +68,8 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Kernel send buffer per accepted connection in bytes; 0 keeps the OS default.
+    pub tcp_send_buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +182,23 @@ pub struct DeliverySettings {
     /// An endpoint failing without a single success this long is disabled.
     #[serde(with = "humantime_serde")]
     pub disable_after: Duration,
+    /// Base64 of 32 bytes: endpoint secrets are stored encrypted with it; empty stores them as
+    /// they are (casehub warns at start).
+    pub secret_key: Secret,
+    /// Where approved automated fixes are sent (CONTRACT §3 approve); empty: approval means the
+    /// customer applied the steps.
+    pub fix_executor_url: String,
+    /// Standard Webhooks secret (`whsec_` + base64) that signs fix requests.
+    pub fix_executor_secret: Secret,
+}
+
+/// A Standard Webhooks secret: `whsec_` + base64 of 24 to 64 random bytes.
+fn valid_webhook_secret(secret: &str) -> bool {
+    use base64::Engine;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .is_some_and(|key| (24..=64).contains(&key.len()))
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -360,6 +380,7 @@ impl Settings {
             return fail("cases.passivation_sweep: must be positive".into());
         }
         self.reviews.validate().map_err(SettingsError)?;
+        self.rooms.validate().map_err(SettingsError)?;
         let d = &self.delivery;
         if d.timeout_ms == 0 || d.timeout_ms > 120_000 {
             return fail("delivery.timeout_ms: must be 1-120000".into());
@@ -370,6 +391,14 @@ impl Settings {
         if d.per_endpoint_concurrency == 0 {
             return fail("delivery.per_endpoint_concurrency: must be at least 1".into());
         }
+        if d.workers > 1 && d.per_endpoint_concurrency >= d.workers {
+            // Otherwise one endpoint that never answers can hold every worker.
+            return fail(format!(
+                "delivery.per_endpoint_concurrency: must be below delivery.workers ({}) so one \
+                 endpoint cannot take every worker",
+                d.workers
+            ));
+        }
         if d.circuit_threshold == 0 {
             return fail("delivery.circuit_threshold: must be at least 1".into());
         }
@@ -378,6 +407,28 @@ impl Settings {
         }
         if self.delivery.inbound_tolerance.is_zero() {
             return fail("delivery.inbound_tolerance: must be positive".into());
+        }
+        if let Err(e) =
+            casehub_actors::delivery::sealing::SecretSealer::from_base64(d.secret_key.expose())
+        {
+            return fail(format!("delivery.secret_key: {e}"));
+        }
+        if !d.fix_executor_url.is_empty() {
+            let url = &d.fix_executor_url;
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return fail(format!(
+                    "delivery.fix_executor_url: {url:?} is not an http(s) URL"
+                ));
+            }
+            if !valid_webhook_secret(d.fix_executor_secret.expose()) {
+                return fail(
+                    "delivery.fix_executor_secret: required with fix_executor_url; \
+                     whsec_ + base64 of 24 to 64 bytes"
+                        .into(),
+                );
+            }
         }
         for (i, origin) in self.widget.allowed_origins.iter().enumerate() {
             let ok =
@@ -445,5 +496,17 @@ mod tests {
         assert!(bad("[server]\nbogus = 1").contains("bogus"));
         assert!(bad("[auth]\nip_allowlist = [\"10.0.0.0/99\"]").contains("auth.ip_allowlist[0]"));
         assert!(bad("[server]\nbind = \"0.0.0.0:8080\"").contains("allow_dev_secrets"));
+        assert!(bad("[delivery]\nsecret_key = \"c2hvcnQ=\"").contains("delivery.secret_key"));
+        assert!(
+            bad("[delivery]\nper_endpoint_concurrency = 16")
+                .contains("delivery.per_endpoint_concurrency")
+        );
+        assert!(
+            bad("[delivery]\nfix_executor_url = \"ftp://x\"").contains("delivery.fix_executor_url")
+        );
+        assert!(
+            bad("[delivery]\nfix_executor_url = \"http://fix.internal/run\"")
+                .contains("delivery.fix_executor_secret")
+        );
     }
 }

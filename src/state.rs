@@ -34,6 +34,8 @@ pub struct Inner {
     pub alerts: ractor::ActorRef<casehub_actors::alerts::AlertMsg>,
     /// The delivery dispatcher (stopped on shutdown).
     pub dispatcher: ractor::ActorRef<casehub_actors::delivery::pool::DispatchMsg>,
+    /// The review rooms.
+    pub rooms: casehub_actors::rooms::RoomHub,
     pub started: Instant,
     /// Serialises concurrent intakes that carry the same idempotency key (per key).
     pub idempotency_locks: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,

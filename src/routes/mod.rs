@@ -5,10 +5,12 @@
 //! router and `GET /openapi.json` (see [`crate::openapi`]) list the same endpoints.
 
 pub mod cases;
+pub mod console;
 pub mod endpoints;
 pub mod inbound;
 pub mod ops;
 pub mod reviews;
+pub mod rooms;
 pub mod support;
 pub mod views;
 
@@ -99,6 +101,9 @@ pub fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
             .routes(routes!(ops::stream))
             .routes(routes!(ops::metrics))
             .routes(routes!(ops::inject_panic))
+            .routes(routes!(console::page))
+            .routes(routes!(rooms::join))
+            .routes(routes!(rooms::list))
             // The document's own route has the document as its state; it is filled in below, once
             // every route (this one included) is registered.
             .routes(routes!(openapi::serve).with_state(published.clone()))

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use casehub_actors::case::ReviewDecision;
 use casehub_actors::domain::{ReviewAction, ReviewId};
 use serde::Serialize;
@@ -47,19 +47,36 @@ async fn act(
     claims: Option<ReviewerClaims>,
     decision: ReviewDecision,
 ) -> ApiResult<Json<Value>> {
-    if let Some(claims) = &claims {
-        // A reviewer token only acts on reviews of its rooms.
-        let review = state
-            .store
-            .load_review(&decision.review_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("Review not found"))?;
-        if !claims.may_enter(&review.room) {
-            return Err(ApiError::forbidden(format!(
-                "Your reviewer token does not cover room {}",
-                review.room
-            )));
+    let review = state
+        .store
+        .load_review(&decision.review_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Review not found"))?;
+    // A reviewer token only acts on reviews of its rooms.
+    if let Some(claims) = &claims
+        && !claims.may_enter(&review.room)
+    {
+        return Err(ApiError::forbidden(format!(
+            "Your reviewer token does not cover room {}",
+            review.room
+        )));
+    }
+    // Only the holder of a claim may act on a claimed review (the same rule as in the room).
+    match state
+        .rooms
+        .claim_holder(&review.room, &review.review_id)
+        .await
+    {
+        Ok(Some(holder)) if holder != decision.reviewer => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ALREADY_CLAIMED",
+                format!("Review {} is claimed by {holder}", review.review_id),
+            )
+            .with_details(json!({"claimed_by": holder})));
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "claim check skipped: room unavailable"),
     }
     let action = decision.action;
     let review_id = decision.review_id.clone();

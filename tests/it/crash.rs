@@ -70,7 +70,14 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     // Kill at different moments of the load: early, mid and late.
     for pause_ms in [150u64, 420, 290] {
         let server = ServerProcess::start(&store).await;
+        let before = acked.lock().len();
         let workers = load(&server.base, 12, acked.clone());
+        // The load must be under way (a slow, busy machine starts slower), then the kill lands
+        // at a different moment each round.
+        eventually(Duration::from_secs(60), || async {
+            (acked.lock().len() >= before + 5).then_some(())
+        })
+        .await;
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         server.kill9();
         for w in workers {
@@ -100,7 +107,10 @@ async fn redis_outage_answers_503_and_recovers_by_itself() {
     let app = spawn_on(&store, |s| s.store.timeout = Duration::from_millis(300)).await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let workers = load(&app.base, 4, acked.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(60), || async {
+        (acked.lock().len() >= 3).then_some(())
+    })
+    .await;
 
     store.redis().unwrap().stop();
     let before_outage = acked.lock().len();

@@ -2,15 +2,19 @@
 //! binary, for kill -9) and talks HTTP to it.
 
 mod cli;
+mod console;
 mod crash;
 mod delivery;
 mod endpoints;
 mod errors;
+mod fix;
 mod harness;
 mod inbound;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod rooms;
+mod secrets;
 mod security;
 mod supervision;
 mod tail;

@@ -46,6 +46,9 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("post", "/ops/faults/cases/{case_id}/panic"),
     ("get", "/openapi.json"),
+    ("get", "/console"),
+    ("get", "/ws/rooms/{room}"),
+    ("get", "/ops/rooms"),
 ];
 
 const HTTP_METHODS: &[&str] = &[
@@ -93,6 +96,7 @@ fn concrete(path: &str) -> String {
             "key" => CLIENT_KEY.to_string(),
             "id" => "wh_01JAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
             "msg_id" => "msg_01JAAAAAAAAAAAAAAAAAAAAAAA".to_string(),
+            "room" => "support-review".to_string(),
             other => panic!("no sample value for path parameter `{other}` in {path}; add one"),
         };
         out.push_str(&value);
