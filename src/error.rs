@@ -151,26 +151,32 @@ impl From<StoreError> for ApiError {
 
 impl From<CaseError> for ApiError {
     fn from(e: CaseError) -> Self {
+        let status = match e.code() {
+            "NOT_FOUND" => StatusCode::NOT_FOUND,
+            "ALREADY_PROCESSED" | "INVALID_STATE" => StatusCode::CONFLICT,
+            "SERVICE_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        match &e {
+            CaseError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+            }
+            CaseError::Store(cause) => tracing::error!(error = %cause, "store failure"),
+            CaseError::Internal => tracing::error!("case actor failed while handling a request"),
+            _ => {}
+        }
+        let error = ApiError::new(status, e.code(), e.client_message());
         match e {
-            CaseError::NotFound => ApiError::not_found("Case not found")
-                .with_details(json!({"suggestion": "Verify the case ID is correct"})),
-            CaseError::ReviewNotFound => ApiError::not_found("Review not found")
-                .with_details(json!({"suggestion": "Verify the review ID is correct"})),
-            CaseError::AlreadyProcessed(message) => {
-                ApiError::new(StatusCode::CONFLICT, "ALREADY_PROCESSED", message)
+            CaseError::NotFound => {
+                error.with_details(json!({"suggestion": "Verify the case ID is correct"}))
             }
-            CaseError::InvalidState { status, message } => {
-                ApiError::new(StatusCode::CONFLICT, "INVALID_STATE", message)
-                    .with_details(json!({ "status": status }))
+            CaseError::ReviewNotFound => {
+                error.with_details(json!({"suggestion": "Verify the review ID is correct"}))
             }
-            CaseError::Store(e) => e.into(),
-            CaseError::Unavailable => {
-                ApiError::unavailable("The case is temporarily unavailable; retry shortly")
+            CaseError::InvalidState { status, .. } => {
+                error.with_details(json!({ "status": status }))
             }
-            CaseError::Internal => {
-                tracing::error!("case actor failed while handling a request");
-                ApiError::internal()
-            }
+            _ => error,
         }
     }
 }

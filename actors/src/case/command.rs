@@ -33,6 +33,36 @@ pub enum CaseError {
 }
 
 impl CaseError {
+    /// The contract's error code (CONTRACT §1); HTTP and the review rooms answer with the same.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaseError::NotFound | CaseError::ReviewNotFound => "NOT_FOUND",
+            CaseError::AlreadyProcessed(_) => "ALREADY_PROCESSED",
+            CaseError::InvalidState { .. } => "INVALID_STATE",
+            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => {
+                "SERVICE_UNAVAILABLE"
+            }
+            CaseError::Store(_) | CaseError::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The message a client sees: the rule that refused it, never an internal cause.
+    pub fn client_message(&self) -> String {
+        match self {
+            CaseError::NotFound => "Case not found".into(),
+            CaseError::ReviewNotFound => "Review not found".into(),
+            CaseError::AlreadyProcessed(message) | CaseError::InvalidState { message, .. } => {
+                message.clone()
+            }
+            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => {
+                "The case is temporarily unavailable; retry shortly".into()
+            }
+            CaseError::Store(_) | CaseError::Internal => {
+                "An internal error occurred; it has been logged".into()
+            }
+        }
+    }
+
     pub(crate) fn invalid(status: CaseStatus, message: impl Into<String>) -> Self {
         CaseError::InvalidState {
             status,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RoomSettings;
 use super::protocol::{self, CLOSE_TOO_SLOW, ClientFrame, ClientRequest};
-use crate::case::{CaseDirectory, CaseError, ReviewDecision, lifecycle};
+use crate::case::{CaseDirectory, ReviewDecision, lifecycle};
 use crate::clock::SharedClock;
 use crate::domain::{Event, EventKind, ReviewId, ReviewStatus, rfc3339};
 use crate::store::{RoomEntry, RoomMeta, SharedStore, StoreError};
@@ -738,31 +738,13 @@ impl DecisionTask {
                     "status": case.status,
                 }),
             ),
-            Ok(Err(e)) => {
-                let (code, message) = case_error(&e);
-                protocol::error(reference, code, &message)
-            }
+            Ok(Err(e)) => protocol::error(reference, e.code(), &e.client_message()),
             Err(_) => protocol::error(
                 reference,
                 "SERVICE_UNAVAILABLE",
                 "The case did not answer in time; retry shortly",
             ),
         }
-    }
-}
-
-/// The contract's code for a case error (the same codes the HTTP endpoints answer with).
-pub fn case_error(e: &CaseError) -> (&'static str, String) {
-    match e {
-        CaseError::NotFound => ("NOT_FOUND", "Case not found".into()),
-        CaseError::ReviewNotFound => ("NOT_FOUND", "Review not found".into()),
-        CaseError::AlreadyProcessed(m) => ("ALREADY_PROCESSED", m.clone()),
-        CaseError::InvalidState { message, .. } => ("INVALID_STATE", message.clone()),
-        CaseError::Store(_) | CaseError::Unavailable => (
-            "SERVICE_UNAVAILABLE",
-            "The case is temporarily unavailable; retry shortly".into(),
-        ),
-        CaseError::Internal => ("INTERNAL_ERROR", "Internal error".into()),
     }
 }
 

@@ -417,19 +417,24 @@ mod tests {
             .await
             .unwrap();
         store.close().await;
-        assert!(store.load_case(id).await.is_ok());
-        assert!(
+        // Closed means closed: reads and writes answer Unavailable, and the file is released
+        // while this handle (like a task that outlived shutdown) still exists.
+        assert!(matches!(
+            store.load_case(id).await,
+            Err(crate::store::StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
             store
                 .commit(Commit {
                     case: case.clone(),
                     events: vec![],
                     idempotency: None
                 })
-                .await
-                .is_err()
-        );
-        drop(store);
+                .await,
+            Err(crate::store::StoreError::Unavailable(_))
+        ));
         let reopened = EmbeddedStore::open(dir.path(), true).unwrap();
         assert_eq!(reopened.load_case(id).await.unwrap(), Some(case));
+        drop(store);
     }
 }
