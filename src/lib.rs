@@ -22,6 +22,7 @@ pub mod settings;
 pub mod state;
 pub mod tail;
 pub mod telemetry;
+pub mod ws;
 
 pub use app::Application;
 pub use settings::Settings;

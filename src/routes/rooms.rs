@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +20,9 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Auth;
@@ -29,6 +30,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, QueryPairs};
 use crate::openapi::{AdminErrors, ErrorEnvelope};
 use crate::state::AppState;
+use crate::ws::{Socket, Upgrade, text_message};
 
 /// How long a close frame may take to reach a peer that is not reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +38,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many queued frames are written with one flush.
 const WRITE_BATCH: usize = 16;
 
-/// Bytes gathered before a write happens without a flush.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes gathered before a write happens without a flush, and the largest frame sent: longer
+/// messages (a welcome in a busy room) go out in fragments of this size, so no connection keeps
+/// a bigger write buffer for its lifetime.
+const WRITE_BUFFER: usize = 4 * 1024;
 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -112,7 +116,7 @@ pub async fn join(
     Path(room): Path<String>,
     headers: HeaderMap,
     query: QueryPairs,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Upgrade,
 ) -> ApiResult<Response> {
     if !valid_room(&room) {
         return Err(ApiError::invalid_format(
@@ -136,30 +140,34 @@ pub async fn join(
         )));
     }
     let (since, epoch) = resume_point(&query)?;
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::invalid_format(
-            "upgrade",
-            format!("this endpoint takes a WebSocket upgrade request ({e})"),
-        )
-    })?;
     let max_frame = state.settings.rooms.max_frame;
-    Ok(upgrade
-        .max_message_size(max_frame)
-        .max_frame_size(max_frame)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
         // Small buffers: an idle connection should cost a few KiB, not the 128 KiB defaults.
         .read_buffer_size(4 * 1024)
-        // Frames are gathered up to this size and written together (see `WRITE_BATCH`); the
-        // buffer only grows while a batch is being written.
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            let joining = Joining {
-                room,
-                reviewer: claims.sub,
-                since,
-                epoch,
-            };
-            run(state, socket, joining).await;
-        }))
+        // Frames are gathered up to this size and written together (see `WRITE_BATCH`).
+        .write_buffer_size(WRITE_BUFFER);
+    let joining = Joining {
+        room,
+        reviewer: claims.sub,
+        since,
+        epoch,
+    };
+    upgrade
+        .on_upgrade(config, move |socket| run(state, socket, joining))
+        .map_err(|problem| {
+            ApiError::invalid_format(
+                "upgrade",
+                format!("this endpoint takes a WebSocket upgrade request ({problem})"),
+            )
+        })
+}
+
+/// What the writer sends next.
+enum Outgoing {
+    Frame(Bytes),
+    Ping,
 }
 
 struct Joining {
@@ -169,23 +177,31 @@ struct Joining {
     epoch: Option<String>,
 }
 
-fn text(frame: Bytes) -> Message {
-    // Frames are JSON the server serialised; invalid UTF-8 cannot occur, but never panic.
-    match Utf8Bytes::try_from(frame) {
-        Ok(t) => Message::Text(t),
-        Err(_) => Message::Text(Utf8Bytes::from_static("{}")),
-    }
-}
-
 fn close(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
+        code: code.into(),
         reason: Utf8Bytes::from_static(reason),
     }))
 }
 
+/// Writes `frame`, fragmented when it is long; a fragmented message is flushed fragment by
+/// fragment so the write buffer never holds more than one.
+async fn feed<S>(sink: &mut S, frame: Bytes) -> Result<(), S::Error>
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let mut messages = text_message(frame, WRITE_BUFFER);
+    if messages.len() == 1 {
+        return sink.feed(messages.remove(0)).await;
+    }
+    for message in messages {
+        sink.send(message).await?;
+    }
+    Ok(())
+}
+
 /// One reviewer connection, from join to close.
-async fn run(state: AppState, socket: WebSocket, joining: Joining) {
+async fn run(state: AppState, socket: Socket, joining: Joining) {
     let settings = state.settings.rooms.clone();
     let (tx, mut rx) = mpsc::channel::<Bytes>(settings.outgoing_buffer);
     let (kick_tx, mut kick) = oneshot::channel::<Kick>();
@@ -218,7 +234,7 @@ async fn run(state: AppState, socket: WebSocket, joining: Joining) {
     let writer = async {
         // Welcome and replay first; live frames queued meanwhile follow in order.
         for frame in std::iter::once(joined.welcome).chain(joined.replay) {
-            if sink.feed(text(frame)).await.is_err() {
+            if feed(&mut sink, frame).await.is_err() {
                 return;
             }
         }
@@ -240,19 +256,22 @@ async fn run(state: AppState, socket: WebSocket, joining: Joining) {
                     break Kick { code: CLOSE_GOING_AWAY, reason: "server shutting down" };
                 }
                 frame = rx.recv() => match frame {
-                    Some(frame) => text(frame),
+                    Some(frame) => Outgoing::Frame(frame),
                     None => return,
                 },
-                _ = ping.tick() => Message::Ping(Bytes::new()),
+                _ = ping.tick() => Outgoing::Ping,
             };
             // Frames already queued behind this one go out in the same write: under a burst
             // (an escalation is two room events) a connection costs one syscall, not one per
             // frame. A peer that stops reading blocks the write; the room then kicks it (4008).
             let batch = async {
-                sink.feed(outgoing).await?;
+                match outgoing {
+                    Outgoing::Frame(frame) => feed(&mut sink, frame).await?,
+                    Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
+                }
                 for _ in 1..WRITE_BATCH {
                     let Ok(frame) = rx.try_recv() else { break };
-                    sink.feed(text(frame)).await?;
+                    feed(&mut sink, frame).await?;
                 }
                 sink.flush().await
             };
@@ -298,7 +317,7 @@ async fn run(state: AppState, socket: WebSocket, joining: Joining) {
                     ));
                 }
                 Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
     };

@@ -198,6 +198,51 @@ async fn welcome_then_reviews_appear_live_in_their_room_only() {
 }
 
 #[tokio::test]
+async fn a_welcome_longer_than_a_fragment_arrives_whole_and_live_frames_follow() {
+    let app = spawn_app().await;
+    let mut opened = Vec::new();
+    for _ in 0..12 {
+        opened.push(open_review(&app, None).await.1);
+    }
+    // The server sends messages over 4 KiB in fragments; the client reassembles them.
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(
+        &app,
+        "support-review",
+        &format!("token={}", token("jane@company.com", &["support-review"])),
+    ))
+    .await
+    .unwrap();
+    let Some(Ok(Message::Text(welcome))) = ws.next().await else {
+        panic!("no welcome")
+    };
+    assert!(
+        welcome.len() > 4096,
+        "the welcome is {} bytes",
+        welcome.len()
+    );
+    let welcome: Value = serde_json::from_str(welcome.as_str()).unwrap();
+    let pending: Vec<&Value> = welcome["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["review_id"])
+        .collect();
+    assert_eq!(pending.len(), opened.len());
+    for id in &opened {
+        assert!(
+            pending.contains(&&json!(id)),
+            "{id} missing from the welcome"
+        );
+    }
+    let mut jane = Reviewer { ws, welcome };
+    let (_, review_id) = open_review(&app, None).await;
+    let requested = jane.event("review.requested").await;
+    assert_eq!(requested["data"]["review_id"], json!(review_id));
+    assert_eq!(requested["seq"], json!(jane.seq() + 2));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn two_reviewers_race_to_claim_and_exactly_one_wins() {
     let app = spawn_app().await;
     let (case_id, review_id) = open_review(&app, None).await;

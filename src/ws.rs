@@ -1,0 +1,187 @@
+//! WebSocket upgrades on tokio-tungstenite directly.
+//!
+//! axum's wrapper hides tungstenite's frames, and the rooms need them: tungstenite's write buffer
+//! keeps the capacity of the largest frame it ever held, so a welcome listing many pending
+//! reviews and a big presence list, sent as one frame, would pin tens of KiB to every connection
+//! for its whole life. Sent as fragments of a few KiB (RFC 6455 §5.4; every client reassembles
+//! them), a connection keeps a buffer of that size instead.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// An upgraded server-side connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A WebSocket upgrade request, or why the request is not one. It never rejects, so a handler
+/// can check authentication first and report a bad upgrade in the error envelope afterwards.
+pub struct Upgrade(Result<Pending, &'static str>);
+
+struct Pending {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Upgrade(pending(parts)))
+    }
+}
+
+fn pending(parts: &mut Parts) -> Result<Pending, &'static str> {
+    if parts.method != Method::GET {
+        return Err("a WebSocket upgrade must be a GET");
+    }
+    let headers = &parts.headers;
+    if !has_token(headers, header::CONNECTION, "upgrade") {
+        return Err("the Connection header must include upgrade");
+    }
+    if !has_token(headers, header::UPGRADE, "websocket") {
+        return Err("the Upgrade header must be websocket");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or("the Sec-WebSocket-Key header is missing")?;
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or("this connection cannot be upgraded")?;
+    Ok(Pending { key, on_upgrade })
+}
+
+/// Whether the comma-separated header `name` lists `token` (case-insensitively).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl Upgrade {
+    /// Answers `101 Switching Protocols` and, once hyper hands the connection over, runs `serve`
+    /// on it in a task of its own. Errs with the reason when the request is not an upgrade.
+    pub fn on_upgrade<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        serve: F,
+    ) -> Result<Response, &'static str>
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Pending { key, on_upgrade } = self.0?;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = TokioIo::new(upgraded);
+                    serve(WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await)
+                        .await;
+                }
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        let response = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(
+                header::SEC_WEBSOCKET_ACCEPT,
+                derive_accept_key(key.as_bytes()),
+            )
+            .body(Body::empty());
+        // The header values are ASCII the code above produced; the builder cannot fail on them.
+        response.map_err(|_| "cannot build the upgrade response")
+    }
+}
+
+/// The messages that send `text` (serialised JSON, so valid UTF-8): itself when it fits in
+/// `fragment` bytes, otherwise a text frame and continuation frames of at most `fragment` bytes
+/// each, the last one final. (A fragment boundary may fall inside a UTF-8 sequence; the
+/// receiver validates the reassembled message, RFC 6455 §5.6.)
+pub fn text_message(text: Bytes, fragment: usize) -> Vec<Message> {
+    let fragment = fragment.max(1);
+    if text.len() <= fragment {
+        return vec![Message::Text(
+            Utf8Bytes::try_from(text).unwrap_or_else(|_| Utf8Bytes::from_static("{}")),
+        )];
+    }
+    let count = text.len().div_ceil(fragment);
+    (0..count)
+        .map(|i| {
+            let chunk = text.slice(i * fragment..((i + 1) * fragment).min(text.len()));
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            Message::Frame(Frame::message(chunk, OpCode::Data(opcode), i + 1 == count))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads(messages: &[Message]) -> Vec<(bool, bool, Vec<u8>)> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::Frame(f) => (
+                    f.header().opcode == OpCode::Data(Data::Continue),
+                    f.header().is_final,
+                    f.payload().to_vec(),
+                ),
+                Message::Text(t) => (false, true, t.as_bytes().to_vec()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn short_text_is_one_message() {
+        let m = text_message(Bytes::from_static(b"{\"a\":1}"), 16);
+        assert_eq!(payloads(&m), vec![(false, true, b"{\"a\":1}".to_vec())]);
+        assert!(matches!(m[0], Message::Text(_)));
+    }
+
+    #[test]
+    fn long_text_is_fragmented_in_order_and_only_the_last_is_final() {
+        let text = "é".repeat(10); // 20 bytes; 6-byte fragments split inside characters
+        let m = text_message(Bytes::from(text.clone()), 6);
+        let p = payloads(&m);
+        assert_eq!(p.len(), 4);
+        assert_eq!(
+            p.iter().map(|(c, f, _)| (*c, *f)).collect::<Vec<_>>(),
+            vec![(false, false), (true, false), (true, false), (true, true)]
+        );
+        let joined: Vec<u8> = p.into_iter().flat_map(|(_, _, b)| b).collect();
+        assert_eq!(joined, text.into_bytes());
+    }
+
+    #[test]
+    fn a_text_of_exactly_one_fragment_is_not_split() {
+        let m = text_message(Bytes::from_static(b"123456"), 6);
+        assert!(matches!(m.as_slice(), [Message::Text(_)]));
+    }
+}
