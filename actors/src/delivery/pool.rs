@@ -3,9 +3,11 @@
 //!
 //! The queue lives in the store; the pool only executes. The dispatcher fans events out to the
 //! endpoints subscribed to them (advancing a durable cursor in the same write), then picks due
-//! jobs, at most `per_endpoint` in flight per endpoint so one slow endpoint cannot take every
-//! worker. A worker makes one attempt, records it and the next due time in the store, and tells
-//! the dispatcher it is done. After a restart everything pending is simply due again.
+//! jobs, at most `per_endpoint` being sent per endpoint so one slow endpoint cannot take every
+//! worker. A worker makes one attempt, tells the dispatcher it was answered (which frees the
+//! endpoint's slot) and hands the outcome to the [`super::recorder`], which stores attempts in
+//! batches and then tells the dispatcher which jobs are recorded; a job stays in flight until
+//! then. After a restart everything pending is simply due again.
 //!
 //! Endpoints are stored with sealed secrets ([`super::sealing`]); the dispatcher opens them into
 //! the copies it hands to workers, and whatever a worker writes back is reloaded from the store
@@ -26,11 +28,13 @@ use ractor::factory::{
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use super::endpoint::DeliveryOrdering;
 use super::endpoint::{Delay, Endpoint, EndpointStatus, PayloadFormat, RetryPolicy};
 use super::fix::{FIX_ENDPOINT_ID, FixResult, FixRoute};
 use super::job::{Attempt, DeliveryJob, DeliveryState};
+use super::recorder::{self, Outcome};
 use super::retry::next_attempt;
 use super::sealing::SecretSealer;
 use super::sender::Sender;
@@ -56,10 +60,13 @@ pub struct PoolSettings {
 }
 
 /// (endpoint id, msg id)
-type JobKey = (String, String);
+pub(super) type JobKey = (String, String);
 
 /// Due jobs read per scheduling pass, earliest first (see [`DispatchState::schedule`]).
 const DUE_WINDOW: usize = 64;
+/// Due-index entries a scheduling pass passes over (in flight, or their endpoint has no room)
+/// before it stops looking further.
+const MAX_SKIPPED: usize = 4096;
 /// Log page read for an endpoint the due window did not reach, and how many pages at most.
 const RECENT_WINDOW: usize = 64;
 const RECENT_PAGES: usize = 16;
@@ -76,9 +83,13 @@ pub struct Work {
 pub enum DispatchMsg {
     /// Look for new events and due jobs.
     Tick,
-    /// A worker finished an attempt: whether it was acknowledged, and whether the job is settled
-    /// (delivered or failed for good) rather than waiting for a retry.
-    Finished(JobKey, bool, bool),
+    /// A worker's attempt was answered (or timed out): whether it was acknowledged, and whether
+    /// the job is settled (delivered or failed for good) rather than waiting for a retry. Frees
+    /// the endpoint's slot; the job stays in flight until it is recorded.
+    Answered(JobKey, bool, bool),
+    /// Attempts were stored (`true`) or could not be (`false`: the jobs go again); either way
+    /// the jobs leave the in-flight set.
+    Recorded(Vec<(JobKey, bool)>),
     /// Queue a `webhook.test` delivery to one endpoint; answers the job.
     Test(
         Box<Endpoint>,
@@ -89,16 +100,16 @@ pub enum DispatchMsg {
 type PoolFactory = ActorRef<FactoryMessage<JobKey, Work>>;
 
 /// Coalesces what wakes the dispatcher. A cycle reads the store, so a cycle per recorded event or
-/// per finished attempt would pile up in its (unbounded) mailbox under load, with the finished
-/// attempts that free capacity queued behind thousands of stale ticks. So at most one tick from
-/// the bus waits at a time, and a burst of finished attempts costs one scheduling pass (the last
-/// of the burst runs it).
+/// per answered attempt would pile up in its (unbounded) mailbox under load, with the answers
+/// that free capacity queued behind thousands of stale ticks. So at most one tick from the bus
+/// waits at a time, and a burst of answered attempts costs one scheduling pass (the last of the
+/// burst runs it).
 #[derive(Debug, Default)]
 pub struct Wakeups {
     /// A bus tick is queued and not yet taken up.
     tick_queued: AtomicBool,
-    /// `Finished` messages sent and not yet handled.
-    finishing: AtomicUsize,
+    /// `Answered` messages sent and not yet handled.
+    answering: AtomicUsize,
 }
 
 /// The dispatcher actor type.
@@ -134,12 +145,41 @@ struct Throttle {
     limiter: governor::DefaultDirectRateLimiter,
 }
 
+/// Jobs in flight by endpoint, so a (endpoint id, msg id) pair of borrowed strings can be looked
+/// up (the store's due scan asks for every entry it passes).
+#[derive(Debug, Default)]
+struct InFlight(HashMap<String, HashSet<String>>);
+
+impl InFlight {
+    fn contains(&self, endpoint: &str, msg: &str) -> bool {
+        self.0.get(endpoint).is_some_and(|m| m.contains(msg))
+    }
+
+    fn insert(&mut self, (endpoint, msg): &JobKey) {
+        self.0
+            .entry(endpoint.clone())
+            .or_default()
+            .insert(msg.clone());
+    }
+
+    fn remove(&mut self, (endpoint, msg): &JobKey) {
+        if let Some(msgs) = self.0.get_mut(endpoint) {
+            msgs.remove(msg);
+            if msgs.is_empty() {
+                self.0.remove(endpoint);
+            }
+        }
+    }
+}
+
 /// Dispatcher state.
 pub struct DispatchState {
     ctx: PoolContext,
     wakeups: Arc<Wakeups>,
     factory: PoolFactory,
-    in_flight: HashSet<JobKey>,
+    /// Jobs handed to a worker and not yet recorded: never handed out again meanwhile.
+    in_flight: InFlight,
+    /// Jobs handed to a worker and not yet answered, per endpoint.
     per_endpoint: HashMap<String, usize>,
     circuits: HashMap<String, Circuit>,
     throttles: HashMap<String, Throttle>,
@@ -182,6 +222,7 @@ struct Builder {
     ctx: PoolContext,
     dispatcher: ActorRef<DispatchMsg>,
     wakeups: Arc<Wakeups>,
+    recorder: mpsc::Sender<Outcome>,
 }
 
 impl WorkerBuilder<DeliveryWorker, ()> for Builder {
@@ -191,6 +232,7 @@ impl WorkerBuilder<DeliveryWorker, ()> for Builder {
                 ctx: self.ctx.clone(),
                 dispatcher: self.dispatcher.clone(),
                 wakeups: self.wakeups.clone(),
+                recorder: self.recorder.clone(),
             },
             (),
         )
@@ -220,6 +262,7 @@ impl Actor for DeliveryDispatcher {
                 ctx: ctx.clone(),
                 dispatcher: myself.clone(),
                 wakeups: wakeups.clone(),
+                recorder: recorder::spawn(ctx.clone(), myself.clone()),
             }))
             .queue(Default::default())
             .router(Default::default())
@@ -231,7 +274,7 @@ impl Actor for DeliveryDispatcher {
             ctx,
             wakeups,
             factory,
-            in_flight: HashSet::new(),
+            in_flight: InFlight::default(),
             per_endpoint: HashMap::new(),
             circuits: HashMap::new(),
             throttles: HashMap::new(),
@@ -256,23 +299,33 @@ impl Actor for DeliveryDispatcher {
         state: &mut DispatchState,
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
-        // New events arrive with a tick (bus wake-up or timer); a finished attempt only frees
-        // capacity, so it needs scheduling but no fan-out.
+        // New events arrive with a tick (bus wake-up or timer); an answered or recorded attempt
+        // only frees capacity, so it needs scheduling but no fan-out.
         let fan_out = matches!(msg, DispatchMsg::Tick);
         let mut run_cycle = true;
         match msg {
-            DispatchMsg::Finished(key, delivered, settled) => {
-                // More finished attempts are queued: the last of them schedules for all.
-                let before = state.wakeups.finishing.fetch_sub(1, Ordering::AcqRel);
+            DispatchMsg::Answered(key, delivered, settled) => {
+                // More answers are queued: the last of them schedules for all.
+                let before = state.wakeups.answering.fetch_sub(1, Ordering::AcqRel);
                 run_cycle = before <= 1;
-                state.in_flight.remove(&key);
                 if let Some(n) = state.per_endpoint.get_mut(&key.0) {
                     *n = n.saturating_sub(1);
                 }
                 state.record_outcome(&key.0, delivered);
-                // A FIFO endpoint stays with this message until it is settled.
+                // A FIFO endpoint stays with this message until it is settled. Knowing that in
+                // memory is enough: the job itself stays in flight until it is recorded, and
+                // after a crash the head is read back from the store.
                 if settled && state.fifo_head.get(&key.0) == Some(&Some(key.1.clone())) {
                     state.fifo_head.insert(key.0.clone(), None);
+                }
+            }
+            DispatchMsg::Recorded(keys) => {
+                for (key, recorded) in keys {
+                    state.in_flight.remove(&key);
+                    // Not stored: the job goes again, so a FIFO endpoint reads its head back.
+                    if !recorded {
+                        state.fifo_head.remove(&key.0);
+                    }
                 }
             }
             DispatchMsg::Test(endpoint, reply) => {
@@ -469,20 +522,61 @@ impl DispatchState {
 
     /// Hands due jobs of active endpoints to the workers, within the per-endpoint bound.
     ///
-    /// Due jobs come earliest first, so the jobs of an endpoint that cannot take more (at its
-    /// bound, circuit open) can fill the window and hide the others' behind them: a black hole
-    /// collects due jobs faster than it times them out. So when the window comes back full, every
-    /// active parallel endpoint with room that had no job in it is also served from its own log
-    /// ([`Self::recent_due`]: its recent events; retries older than that go when the window
-    /// reaches them). A wider window would not do: decoding thousands of blocked jobs on every
-    /// pass slows every endpoint instead (measured, BENCHMARKS.md).
+    /// Due jobs come earliest first from one index. The scan passes over, without reading them,
+    /// the jobs already in flight and those of endpoints that cannot take more now (not active,
+    /// at their bound, circuit open), and takes no more of an endpoint's jobs than it has room
+    /// for: each pass decodes about what it can hand out. A black hole collects due jobs faster
+    /// than it times them out, so the scan also stops after passing over [`MAX_SKIPPED`]
+    /// entries; when it did, or the window came back full, every active parallel endpoint with
+    /// room that had no job in it is also served from its own log ([`Self::recent_due`]: its
+    /// recent events; retries older than that go when the scan reaches them).
     async fn schedule(
         &mut self,
         endpoints: &HashMap<String, Endpoint>,
     ) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
-        let due = self.ctx.store.due_deliveries(now, DUE_WINDOW).await?;
-        let full = due.len() == DUE_WINDOW;
+        // How many more jobs each endpoint may take. A FIFO endpoint takes one at a time, but
+        // which one is decided by `fifo_allows`, so its jobs are not counted.
+        let mut limit = 0;
+        let room: HashMap<&str, AtomicUsize> = endpoints
+            .values()
+            .filter(|e| e.status == EndpointStatus::Active && self.has_room(&e.id))
+            .map(|e| {
+                let free = match e.ordering {
+                    DeliveryOrdering::Fifo => DUE_WINDOW,
+                    DeliveryOrdering::Parallel => {
+                        let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
+                        self.ctx.settings.per_endpoint.saturating_sub(busy)
+                    }
+                };
+                limit += free;
+                (e.id.as_str(), AtomicUsize::new(free))
+            })
+            .collect();
+        let limit = limit.min(DUE_WINDOW);
+        if limit == 0 {
+            return Ok(());
+        }
+        let skipped = AtomicUsize::new(0);
+        let in_flight = &self.in_flight;
+        let skip = |endpoint: &str, msg: &str| {
+            let take = !in_flight.contains(endpoint, msg)
+                && room.get(endpoint).is_some_and(|free| {
+                    free.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                });
+            if !take {
+                skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            !take
+        };
+        let due = self
+            .ctx
+            .store
+            .due_deliveries_skipping(now, limit, MAX_SKIPPED, &skip)
+            .await?;
+        let full = due.len() == DUE_WINDOW || skipped.load(Ordering::Relaxed) >= MAX_SKIPPED;
+        drop(room);
         let seen = self.dispatch_due(due, endpoints).await?;
         if !full {
             return Ok(());
@@ -557,10 +651,10 @@ impl DispatchState {
             if !seen.contains(&job.endpoint_id) {
                 seen.insert(job.endpoint_id.clone());
             }
-            let key = (job.endpoint_id.clone(), job.msg_id.clone());
-            if self.in_flight.contains(&key) {
+            if self.in_flight.contains(&job.endpoint_id, &job.msg_id) {
                 continue;
             }
+            let key = (job.endpoint_id.clone(), job.msg_id.clone());
             // Paused and disabled endpoints keep their queue untouched.
             let Some(endpoint) = endpoints.get(&job.endpoint_id) else {
                 continue;
@@ -596,7 +690,7 @@ impl DispatchState {
                 .entry(job.endpoint_id.clone())
                 .or_default();
             *busy += 1;
-            self.in_flight.insert(key.clone());
+            self.in_flight.insert(&key);
             self.ctx.worker_metrics.queued();
             let work = Work {
                 job,
@@ -634,6 +728,7 @@ pub struct DeliveryWorker {
     ctx: PoolContext,
     dispatcher: ActorRef<DispatchMsg>,
     wakeups: Arc<Wakeups>,
+    recorder: mpsc::Sender<Outcome>,
 }
 
 impl Worker for DeliveryWorker {
@@ -675,35 +770,17 @@ impl Worker for DeliveryWorker {
     ) -> Result<JobKey, ActorProcessingErr> {
         let started = Instant::now();
         self.ctx.worker_metrics.mailbox.dec();
-        let (delivered, settled) = match self.attempt(msg).await {
-            Ok(state) => (
-                state == DeliveryState::Delivered,
-                state != DeliveryState::Pending,
-            ),
-            Err(e) => {
-                tracing::warn!(endpoint = %key.0, msg_id = %key.1, error = %e, "recording a delivery attempt failed");
-                (false, false)
-            }
-        };
-        self.wakeups.finishing.fetch_add(1, Ordering::AcqRel);
-        if self
-            .dispatcher
-            .cast(DispatchMsg::Finished(key.clone(), delivered, settled))
-            .is_err()
-        {
-            self.wakeups.finishing.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.attempt(&key, msg).await;
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
     }
 }
 
 impl DeliveryWorker {
-    /// One attempt, recorded; answers the job's state afterwards.
-    async fn attempt(
-        &self,
-        Work { mut job, endpoint }: Work,
-    ) -> Result<DeliveryState, crate::store::StoreError> {
+    /// One attempt. An ordinary outcome goes to the recorder (the worker is free once it is
+    /// queued there); a 410 or a fix request is recorded here first, as what follows it needs
+    /// the outcome stored (the endpoint is disabled before its slot frees, the case reads it).
+    async fn attempt(&self, key: &JobKey, Work { mut job, endpoint }: Work) {
         let now = Utc::now();
         let body = render(&endpoint, &job);
         let fix = self
@@ -757,92 +834,72 @@ impl DeliveryWorker {
             },
             next,
         );
-        self.ctx.store.update_delivery(&job).await?;
-        if let Some(fix) = fix {
+        let delivered = job.state == DeliveryState::Delivered;
+        let settled = job.state != DeliveryState::Pending;
+        if fix.is_none() && !gone {
+            self.answered(key, delivered, settled);
+            let queued = self.recorder.send(Outcome {
+                job,
+                delivered,
+                at: now,
+            });
+            // The recorder only stops with the pool; then record here.
+            if let Err(mpsc::error::SendError(Outcome { job, .. })) = queued.await {
+                let recorded = self.record_now(&job).await;
+                self.recorded(key, recorded);
+            }
+            return;
+        }
+        let mut recorded = self.record_now(&job).await;
+        if recorded && let Some(fix) = fix {
             // The executor is configuration, not a stored endpoint: no streak, no disabling.
             // A settled request wakes its case, which reads the outcome just recorded.
-            if job.state != DeliveryState::Pending {
+            if settled {
                 match FixResult::case_of(&job) {
                     Some(case_id) => fix.outcomes.settled(case_id),
                     None => tracing::warn!(msg_id = %job.msg_id, "a fix request names no case"),
                 }
             }
-            return Ok(job.state);
+        } else if recorded
+            && let Err(e) =
+                recorder::disable(&self.ctx, &endpoint.id, "the endpoint answered 410 Gone").await
+        {
+            tracing::warn!(endpoint = %key.0, error = %e, "disabling a gone endpoint failed");
+            recorded = false;
         }
-        if gone {
-            self.disable(&endpoint.id, "the endpoint answered 410 Gone")
-                .await?;
-        } else {
-            self.track_failure_streak(&endpoint.id, outcome.delivered(), now)
-                .await?;
-        }
-        Ok(job.state)
+        // As before batching: an outcome that could not be recorded counts as a failure.
+        self.answered(key, delivered && recorded, settled && recorded);
+        self.recorded(key, recorded);
     }
 
-    /// Starts or clears the endpoint's failure streak, and disables it once the streak is older
-    /// than `disable_after`. Writes only when the streak starts or ends.
-    async fn track_failure_streak(
-        &self,
-        id: &str,
-        delivered: bool,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<(), crate::store::StoreError> {
-        let Some(mut endpoint) = self.ctx.store.load_endpoint(id).await? else {
-            return Ok(());
-        };
-        match (delivered, endpoint.failing_since) {
-            (true, Some(_)) => {
-                endpoint.failing_since = None;
-                self.ctx.sealer.seal_endpoint(&mut endpoint);
-                self.ctx.store.put_endpoint(&endpoint).await
+    /// Stores one attempt now; false (logged) when the store failed.
+    async fn record_now(&self, job: &DeliveryJob) -> bool {
+        match self.ctx.store.update_delivery(job).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(endpoint = %job.endpoint_id, msg_id = %job.msg_id, error = %e, "recording a delivery attempt failed");
+                false
             }
-            (false, None) => {
-                endpoint.failing_since = Some(now);
-                self.ctx.sealer.seal_endpoint(&mut endpoint);
-                self.ctx.store.put_endpoint(&endpoint).await
-            }
-            (false, Some(since)) => {
-                let limit = chrono::Duration::from_std(self.ctx.settings.disable_after)
-                    .unwrap_or(chrono::Duration::MAX);
-                if now - since >= limit {
-                    let reason = format!(
-                        "every delivery failed since {} ({} without a success)",
-                        crate::domain::rfc3339(since),
-                        humantime_serde::re::humantime::format_duration(
-                            self.ctx.settings.disable_after
-                        )
-                    );
-                    self.disable(id, &reason).await?;
-                }
-                Ok(())
-            }
-            (true, None) => Ok(()),
         }
     }
 
-    /// Disables an endpoint and records `endpoint.disabled` for the others subscribed to it.
-    async fn disable(&self, id: &str, reason: &str) -> Result<(), crate::store::StoreError> {
-        let Some(mut endpoint) = self.ctx.store.load_endpoint(id).await? else {
-            return Ok(());
-        };
-        if endpoint.status == EndpointStatus::Disabled {
-            return Ok(());
+    /// Tells the dispatcher the attempt was answered (see [`Wakeups`]).
+    fn answered(&self, key: &JobKey, delivered: bool, settled: bool) {
+        self.wakeups.answering.fetch_add(1, Ordering::AcqRel);
+        if self
+            .dispatcher
+            .cast(DispatchMsg::Answered(key.clone(), delivered, settled))
+            .is_err()
+        {
+            self.wakeups.answering.fetch_sub(1, Ordering::AcqRel);
         }
-        let now = Utc::now();
-        endpoint.status = EndpointStatus::Disabled;
-        endpoint.disabled_reason = Some(reason.to_string());
-        endpoint.updated_at = now;
-        self.ctx.sealer.seal_endpoint(&mut endpoint);
-        self.ctx.store.put_endpoint(&endpoint).await?;
-        let event = Event::new(
-            EventKind::EndpointDisabled,
-            "webhooks",
-            now,
-            json!({"endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason}),
-        );
-        self.ctx.store.append_events(vec![event.clone()]).await?;
-        self.ctx.bus.publish([event]);
-        Ok(())
+    }
+
+    /// Tells the dispatcher the job may be taken again.
+    fn recorded(&self, key: &JobKey, recorded: bool) {
+        let _ = self
+            .dispatcher
+            .cast(DispatchMsg::Recorded(vec![(key.clone(), recorded)]));
     }
 }
 

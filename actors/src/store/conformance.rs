@@ -319,6 +319,8 @@ where
     deliveries::reenqueue_keeps_progress(fresh().await).await;
     deliveries::due_order_and_limit(fresh().await).await;
     deliveries::update_moves_due(fresh().await).await;
+    deliveries::batch_update(fresh().await).await;
+    deliveries::due_skipping(fresh().await).await;
     deliveries::endpoint_log_pages(fresh().await).await;
     deliveries::deliveries_of_message(fresh().await).await;
     deliveries::backlog_counts(fresh().await).await;

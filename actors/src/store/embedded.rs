@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SnapshotStore, StoreError, decode_cursor,
-    encode_cursor,
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SkipDue, SnapshotStore, StoreError,
+    decode_cursor, encode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -304,12 +304,14 @@ impl SnapshotStore for EmbeddedStore {
         self.write(Write::Enqueue { jobs, cursor }).await
     }
 
-    async fn due_deliveries(
+    async fn due_deliveries_skipping(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        max_skipped: usize,
+        skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        self.read(|txn| deliveries::due(txn, now, limit))
+        self.read(|txn| deliveries::due(txn, now, limit, max_skipped, skip))
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -317,8 +319,18 @@ impl SnapshotStore for EmbeddedStore {
     }
 
     async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
-        self.write(Write::UpdateDelivery(Box::new(job.clone())))
-            .await
+        self.update_deliveries(std::slice::from_ref(job)).await
+    }
+
+    async fn update_deliveries(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let encoded = jobs
+            .iter()
+            .map(deliveries::EncodedJob::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(Write::UpdateDeliveries(encoded)).await
     }
 
     async fn load_delivery(

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SharedStore, SnapshotStore, StoreError,
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SharedStore, SkipDue, SnapshotStore,
+    StoreError,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -121,13 +122,19 @@ impl SnapshotStore for MeteredStore {
         .await
     }
 
-    async fn due_deliveries(
+    async fn due_deliveries_skipping(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        max_skipped: usize,
+        skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        self.timed("due_deliveries", self.inner.due_deliveries(now, limit))
-            .await
+        self.timed(
+            "due_deliveries",
+            self.inner
+                .due_deliveries_skipping(now, limit, max_skipped, skip),
+        )
+        .await
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -136,6 +143,11 @@ impl SnapshotStore for MeteredStore {
 
     async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
         self.timed("update_delivery", self.inner.update_delivery(job))
+            .await
+    }
+
+    async fn update_deliveries(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        self.timed("update_deliveries", self.inner.update_deliveries(jobs))
             .await
     }
 

@@ -143,6 +143,23 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         &self,
         now: DateTime<Utc>,
         limit: usize,
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        self.due_deliveries_skipping(now, limit, usize::MAX, &|_, _| false)
+            .await
+    }
+
+    /// [`SnapshotStore::due_deliveries`] without the jobs `skip(endpoint id, msg id)` names: they
+    /// are passed over in the index, neither read nor counted in `limit`, and the scan stops
+    /// after passing over `max_skipped` of them. `skip` is asked once per index entry examined,
+    /// in index order, until `limit` jobs are taken, so it may count what it lets through. The
+    /// dispatcher passes over the jobs it already has in flight (they sit at the front of the
+    /// index until their attempts are recorded) and those of endpoints that cannot take more.
+    async fn due_deliveries_skipping(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        max_skipped: usize,
+        skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
 
     /// The earliest due time among pending jobs (at the index's precision), so the dispatcher
@@ -153,6 +170,11 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// entry: a pending job is (re)scheduled at its `due_at`, a delivered or failed one leaves
     /// the index. A job that was never enqueued is stored as if it had been.
     async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError>;
+
+    /// [`SnapshotStore::update_delivery`] for each of `jobs`, in order, as one atomic write (one
+    /// transaction sharing one commit, one round trip): the pool records a batch of attempts at
+    /// once. A job listed twice ends as its last copy; an empty slice writes nothing.
+    async fn update_deliveries(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError>;
 
     /// One job.
     async fn load_delivery(
@@ -231,6 +253,11 @@ pub struct RoomEntry {
 
 /// Shared store handle.
 pub type SharedStore = Arc<dyn SnapshotStore>;
+
+/// Names due jobs to pass over, by (endpoint id, msg id), in
+/// [`SnapshotStore::due_deliveries_skipping`]. An alias also keeps `async_trait` from naming the
+/// argument lifetimes (the predicate must take any).
+pub type SkipDue<'a> = dyn Fn(&str, &str) -> bool + Sync + 'a;
 
 /// Cursor encoding shared by the implementations: `<created micros>.<case id simple hex>`.
 pub fn encode_cursor(created_us: u64, id: CaseId) -> String {

@@ -36,7 +36,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SnapshotStore, StoreError, decode_cursor,
+    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SkipDue, SnapshotStore, StoreError,
+    decode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -370,12 +371,14 @@ impl SnapshotStore for RedisStore {
         self.enqueue(jobs, cursor).await
     }
 
-    async fn due_deliveries(
+    async fn due_deliveries_skipping(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        max_skipped: usize,
+        skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        self.due(now, limit).await
+        self.due(now, limit, max_skipped, skip).await
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -383,7 +386,11 @@ impl SnapshotStore for RedisStore {
     }
 
     async fn update_delivery(&self, job: &DeliveryJob) -> Result<(), StoreError> {
-        self.update(job).await
+        self.update(std::slice::from_ref(job)).await
+    }
+
+    async fn update_deliveries(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        self.update(jobs).await
     }
 
     async fn load_delivery(

@@ -165,6 +165,117 @@ pub async fn due_order_and_limit(store: SharedStore) {
     );
 }
 
+/// A batch update is each update in order: rescheduled, delivered, failed and never-enqueued
+/// jobs land as given, a job listed twice ends as its last copy, and an empty batch is a no-op.
+pub async fn batch_update(store: SharedStore) {
+    let t0 = now_ms();
+    let jobs: Vec<DeliveryJob> = (0..4)
+        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
+        .collect();
+    let cursor = jobs[2].msg_id.clone();
+    store
+        .enqueue_deliveries(jobs[..3].to_vec(), &cursor)
+        .await
+        .unwrap();
+    store.update_deliveries(&[]).await.unwrap();
+    assert_eq!(
+        store.due_deliveries(t0 + ms(3), 10).await.unwrap(),
+        jobs[..3]
+    );
+
+    let (mut retry, mut done, mut failed) = (jobs[0].clone(), jobs[1].clone(), jobs[2].clone());
+    let mut never_enqueued = jobs[3].clone();
+    retry.record(attempt(Some(503), t0), Some(t0 + ms(30_000)));
+    let first_retry = retry.clone();
+    retry.record(attempt(Some(503), t0 + ms(1)), Some(t0 + ms(60_000)));
+    done.record(attempt(Some(204), t0), None);
+    failed.record(attempt(None, t0), None);
+    never_enqueued.record(attempt(Some(500), t0), Some(t0 + ms(90_000)));
+    let batch = [
+        first_retry,
+        done.clone(),
+        failed.clone(),
+        retry.clone(),
+        never_enqueued.clone(),
+    ];
+    store.update_deliveries(&batch).await.unwrap();
+    for job in [&retry, &done, &failed, &never_enqueued] {
+        assert_eq!(load(&store, job).await.as_ref(), Some(job));
+    }
+    assert_eq!(store.next_due().await.unwrap(), Some(t0 + ms(60_000)));
+    assert_eq!(
+        store.due_deliveries(t0 + ms(90_000), 10).await.unwrap(),
+        vec![retry.clone(), never_enqueued.clone()]
+    );
+    assert_eq!(
+        store.delivery_backlog().await.unwrap(),
+        BTreeMap::from([("wh_a".to_string(), 2)])
+    );
+    assert_eq!(
+        store
+            .endpoint_deliveries("wh_a", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        keys(
+            &store
+                .deliveries_of_message(&never_enqueued.msg_id)
+                .await
+                .unwrap()
+        ),
+        keys(std::slice::from_ref(&never_enqueued))
+    );
+}
+
+/// Skipped jobs are passed over without counting against the limit.
+pub async fn due_skipping(store: SharedStore) {
+    let t0 = now_ms();
+    let jobs: Vec<DeliveryJob> = (0..4)
+        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
+        .collect();
+    let cursor = jobs[3].msg_id.clone();
+    store
+        .enqueue_deliveries(jobs.clone(), &cursor)
+        .await
+        .unwrap();
+    let taken = [jobs[0].msg_id.clone(), jobs[2].msg_id.clone()];
+    let skip = |endpoint: &str, msg: &str| endpoint == "wh_a" && taken.iter().any(|t| t == msg);
+    let now = t0 + ms(3);
+    assert_eq!(
+        store
+            .due_deliveries_skipping(now, 1, 10, &skip)
+            .await
+            .unwrap(),
+        vec![jobs[1].clone()]
+    );
+    assert_eq!(
+        store
+            .due_deliveries_skipping(now, 10, 10, &skip)
+            .await
+            .unwrap(),
+        vec![jobs[1].clone(), jobs[3].clone()]
+    );
+    // The scan stops after passing over `max_skipped` entries.
+    assert_eq!(
+        store
+            .due_deliveries_skipping(now, 10, 1, &skip)
+            .await
+            .unwrap(),
+        Vec::<DeliveryJob>::new()
+    );
+    assert_eq!(
+        store
+            .due_deliveries_skipping(now, 10, 2, &skip)
+            .await
+            .unwrap(),
+        vec![jobs[1].clone()]
+    );
+    assert_eq!(store.due_deliveries(now, 10).await.unwrap(), jobs);
+}
+
 /// An update reschedules a pending job and takes delivered and failed ones out of the index.
 pub async fn update_moves_due(store: SharedStore) {
     let t0 = now_ms();

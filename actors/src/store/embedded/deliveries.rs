@@ -17,7 +17,7 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 
 use super::{backend, corrupt, created_key};
 use crate::delivery::{DeliveryJob, DeliveryState};
-use crate::store::StoreError;
+use crate::store::{SkipDue, StoreError};
 
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("delivery_due");
@@ -64,18 +64,18 @@ impl<'txn> DeliveryTables<'txn> {
             if self.jobs.get(key).map_err(backend)?.is_some() {
                 continue;
             }
-            self.put(job)?;
+            self.put(&EncodedJob::new(job)?)?;
         }
         self.meta.insert(DISPATCH_CURSOR, cursor).map_err(backend)?;
         Ok(())
     }
 
     /// Replaces a job, moving or removing its due entry.
-    pub(super) fn update(&mut self, job: &DeliveryJob) -> Result<(), StoreError> {
+    pub(super) fn update(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
         let key = (job.endpoint_id.as_str(), job.msg_id.as_str());
         let old_due = match self.jobs.get(key).map_err(backend)? {
             Some(raw) => {
-                let old: DeliveryJob = serde_json::from_slice(raw.value()).map_err(corrupt)?;
+                let old: Schedule = serde_json::from_slice(raw.value()).map_err(corrupt)?;
                 (old.state == DeliveryState::Pending).then(|| created_key(old.due_at))
             }
             None => None,
@@ -86,20 +86,46 @@ impl<'txn> DeliveryTables<'txn> {
         self.put(job)
     }
 
-    fn put(&mut self, job: &DeliveryJob) -> Result<(), StoreError> {
+    fn put(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
         let (endpoint, msg) = (job.endpoint_id.as_str(), job.msg_id.as_str());
-        let bytes = serde_json::to_vec(job).map_err(backend)?;
         self.jobs
-            .insert((endpoint, msg), bytes.as_slice())
+            .insert((endpoint, msg), job.bytes.as_slice())
             .map_err(backend)?;
         self.by_msg.insert((msg, endpoint), ()).map_err(backend)?;
-        if job.state == DeliveryState::Pending {
-            self.due
-                .insert((created_key(job.due_at), endpoint, msg), ())
-                .map_err(backend)?;
+        if let Some(due) = job.due {
+            self.due.insert((due, endpoint, msg), ()).map_err(backend)?;
         }
         Ok(())
     }
+}
+
+/// A job ready to store: encoded by the caller, so the writer thread (which every write of the
+/// store waits for) does not spend its time in JSON.
+pub(super) struct EncodedJob {
+    endpoint_id: String,
+    msg_id: String,
+    /// The due-index key while pending.
+    due: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+impl EncodedJob {
+    pub(super) fn new(job: &DeliveryJob) -> Result<Self, StoreError> {
+        Ok(EncodedJob {
+            endpoint_id: job.endpoint_id.clone(),
+            msg_id: job.msg_id.clone(),
+            due: (job.state == DeliveryState::Pending).then(|| created_key(job.due_at)),
+            bytes: serde_json::to_vec(job).map_err(backend)?,
+        })
+    }
+}
+
+/// The part of a stored job an update needs: where its due entry is. Decoding only this skips
+/// building the payload (the parser still steps over it).
+#[derive(serde::Deserialize)]
+struct Schedule {
+    state: DeliveryState,
+    due_at: DateTime<Utc>,
 }
 
 fn decode(raw: &[u8]) -> Result<DeliveryJob, StoreError> {
@@ -128,16 +154,20 @@ pub(super) fn load(
     }
 }
 
-/// Pending jobs due at `now` (micro precision), earliest first.
+/// Pending jobs due at `now` (micro precision), earliest first, except those `skip` names (at
+/// most `max_skipped` of them are passed over).
 pub(super) fn due(
     txn: &ReadTransaction,
     now: DateTime<Utc>,
     limit: usize,
+    max_skipped: usize,
+    skip: &SkipDue<'_>,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
     let now = created_key(now);
     let mut out = Vec::new();
+    let mut skipped = 0;
     for entry in due.range::<(u64, &str, &str)>(..).map_err(backend)? {
         if out.len() == limit {
             break;
@@ -146,6 +176,13 @@ pub(super) fn due(
         let (at, endpoint, msg) = key.value();
         if at > now {
             break;
+        }
+        if skip(endpoint, msg) {
+            skipped += 1;
+            if skipped >= max_skipped {
+                break;
+            }
+            continue;
         }
         let raw = jobs.get((endpoint, msg)).map_err(backend)?.ok_or_else(|| {
             StoreError::Corrupt(format!("due entry without job: {endpoint}/{msg}"))

@@ -7,7 +7,7 @@
 use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
-use super::deliveries::DeliveryTables;
+use super::deliveries::{DeliveryTables, EncodedJob};
 use super::rooms;
 use super::{CASE_INDEX, CASES, ENDPOINTS, IDEMPOTENCY, OUTBOX, REVIEWS, backend, created_key};
 use crate::delivery::{DeliveryJob, Endpoint};
@@ -32,8 +32,9 @@ pub(super) enum Write {
         jobs: Vec<DeliveryJob>,
         cursor: String,
     },
-    /// A job after an attempt.
-    UpdateDelivery(Box<DeliveryJob>),
+    /// Jobs after their attempts, in order (one batch entry however many), encoded by the
+    /// caller.
+    UpdateDeliveries(Vec<EncodedJob>),
     /// Room events appended to a room's history.
     RoomAppend(Box<rooms::Append>),
 }
@@ -85,8 +86,11 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
                     open_deliveries(&txn, &mut delivery_tables)?.enqueue(jobs, cursor)?;
                     continue;
                 }
-                Write::UpdateDelivery(job) => {
-                    open_deliveries(&txn, &mut delivery_tables)?.update(job)?;
+                Write::UpdateDeliveries(jobs) => {
+                    let tables = open_deliveries(&txn, &mut delivery_tables)?;
+                    for job in jobs {
+                        tables.update(job)?;
+                    }
                     continue;
                 }
                 Write::RoomAppend(append) => {

@@ -5,7 +5,7 @@
 //! atomic in one round trip with no optimistic retry loop (the dispatcher enqueues while workers
 //! update the same jobs), and `SET NX` inside it is what keeps a re-enqueued job's progress.
 //! Updates need no read of the old job (the due member is fixed per job), so they are a plain
-//! `MULTI`/`EXEC`.
+//! `MULTI`/`EXEC`, one for a whole batch of jobs.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 
 use super::{RedisStore, decode, encode};
 use crate::delivery::{DeliveryJob, DeliveryState};
-use crate::store::StoreError;
+use crate::store::{SkipDue, StoreError};
 
 /// KEYS: due set, cursor, then per job: job key, endpoint log, message set.
 /// ARGV: cursor, then per job: job JSON, due member, due score ("" unless pending), msg id,
@@ -112,38 +112,55 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Due jobs except those `skip` names: the index is read a page at a time until `limit`
+    /// jobs are taken or `max_skipped` passed over, then those are loaded in one `MGET`.
     pub(super) async fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        max_skipped: usize,
+        skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now_ms = due_score(now);
-        let due = self.key("delivery_due");
-        let members: Vec<String> = self
-            .run(|mut c| async move {
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(due)
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        let keys = members
-            .iter()
-            .map(|m| {
+        let page = limit.max(256);
+        let mut keys = Vec::new();
+        let (mut offset, mut skipped) = (0, 0);
+        loop {
+            let due = self.key("delivery_due");
+            let members: Vec<String> = self
+                .run(|mut c| async move {
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(due)
+                        .arg("-inf")
+                        .arg(now_ms)
+                        .arg("LIMIT")
+                        .arg(offset)
+                        .arg(page)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            for m in &members {
+                if keys.len() == limit || skipped >= max_skipped {
+                    break;
+                }
                 let (endpoint, msg) = m
                     .split_once('|')
                     .ok_or_else(|| StoreError::Corrupt(format!("due member {m:?}")))?;
-                Ok(self.job_key(endpoint, msg))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+                if skip(endpoint, msg) {
+                    skipped += 1;
+                } else {
+                    keys.push(self.job_key(endpoint, msg));
+                }
+            }
+            if keys.len() == limit || skipped >= max_skipped || members.len() < page {
+                break;
+            }
+            offset += page;
+        }
         // Index and jobs are read in two round trips: drop what an update finished in between.
         Ok(self
             .load_jobs(keys)
@@ -167,22 +184,30 @@ impl RedisStore {
             .ok_or_else(|| StoreError::Corrupt(format!("due score {score}")))
     }
 
-    pub(super) async fn update(&self, job: &DeliveryJob) -> Result<(), StoreError> {
-        let member = due_member(&job.endpoint_id, &job.msg_id);
+    /// Writes `jobs` in one `MULTI`/`EXEC` (one round trip), in order.
+    pub(super) async fn update(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let due = self.key("delivery_due");
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.set(self.job_key(&job.endpoint_id, &job.msg_id), encode(job)?)
-            .ignore();
-        // Idempotent, and they make an update of a never-enqueued job complete.
-        pipe.zadd(self.log_key(&job.endpoint_id), &job.msg_id, 0)
-            .ignore();
-        pipe.sadd(self.msg_key(&job.msg_id), &job.endpoint_id)
-            .ignore();
-        let due = self.key("delivery_due");
-        match job.state {
-            DeliveryState::Pending => pipe.zadd(due, member, due_score(job.due_at)).ignore(),
-            DeliveryState::Delivered | DeliveryState::Failed => pipe.zrem(due, member).ignore(),
-        };
+        for job in jobs {
+            let member = due_member(&job.endpoint_id, &job.msg_id);
+            pipe.set(self.job_key(&job.endpoint_id, &job.msg_id), encode(job)?)
+                .ignore();
+            // Idempotent, and they make an update of a never-enqueued job complete.
+            pipe.zadd(self.log_key(&job.endpoint_id), &job.msg_id, 0)
+                .ignore();
+            pipe.sadd(self.msg_key(&job.msg_id), &job.endpoint_id)
+                .ignore();
+            match job.state {
+                DeliveryState::Pending => pipe.zadd(&due, member, due_score(job.due_at)).ignore(),
+                DeliveryState::Delivered | DeliveryState::Failed => {
+                    pipe.zrem(&due, member).ignore()
+                }
+            };
+        }
         self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await
     }
