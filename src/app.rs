@@ -126,6 +126,7 @@ impl Application {
         let supervision = SupervisorSettings {
             idle_timeout: c.idle_timeout,
             sweep_interval: c.passivation_sweep,
+            max_active: c.max_active.div_ceil(c.shards.max(1)),
             restart_budget: c.restart_budget,
             restart_window: c.restart_window,
             drain_timeout: settings.server.shutdown_timeout,
@@ -344,7 +345,7 @@ fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
         let store = RedisStore::connect(&s.url, &s.key_prefix, s.timeout).context("store.url")?;
         return Ok(Arc::new(store));
     }
-    let store = EmbeddedStore::open(&s.data_dir, s.durable)
+    let store = EmbeddedStore::open_with_cache(&s.data_dir, s.durable, s.cache_mb << 20)
         .with_context(|| format!("store.data_dir: {}", s.data_dir.display()))?;
     Ok(store)
 }

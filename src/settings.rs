@@ -79,6 +79,7 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     pub key_prefix: String,
     pub durable: bool,
+    pub cache_mb: usize,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -138,6 +139,7 @@ pub struct CaseSettings {
     #[serde(with = "humantime_serde")]
     pub passivation_sweep: Duration,
     pub shards: usize,
+    pub max_active: usize,
     pub max_in_flight: usize,
     pub restart_budget: usize,
     #[serde(with = "humantime_serde")]
@@ -376,6 +378,12 @@ impl Settings {
         if self.cases.idle_timeout.is_zero() {
             return fail("cases.idle_timeout: must be positive".into());
         }
+        if self.store.cache_mb == 0 || self.store.cache_mb > 1 << 20 {
+            return fail("store.cache_mb: must be between 1 and 1048576".into());
+        }
+        if self.cases.max_active == 0 {
+            return fail("cases.max_active: must be at least 1".into());
+        }
         if self.cases.passivation_sweep.is_zero() {
             return fail("cases.passivation_sweep: must be positive".into());
         }
@@ -492,6 +500,8 @@ mod tests {
         };
         assert!(bad("[server]\nbind = \"nope\"").contains("server.bind"));
         assert!(bad("[cases]\nidle_timeout = \"soon\"").contains("cases.idle_timeout"));
+        assert!(bad("[cases]\nmax_active = 0").contains("cases.max_active"));
+        assert!(bad("[store]\ncache_mb = 0").contains("store.cache_mb"));
         assert!(bad("[rate_limits]\nintake = 0").contains("rate_limits.intake"));
         assert!(bad("[server]\nbogus = 1").contains("bogus"));
         assert!(bad("[auth]\nip_allowlist = [\"10.0.0.0/99\"]").contains("auth.ip_allowlist[0]"));

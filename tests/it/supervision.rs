@@ -202,6 +202,57 @@ async fn idle_case_actors_passivate_and_rehydrate() {
 }
 
 #[tokio::test]
+async fn live_case_actors_stay_within_max_active_and_passivated_cases_still_answer() {
+    // A long idle timeout on a frozen clock: only the cap can passivate anything.
+    let clock = ManualClock::new(chrono::Utc::now());
+    let app = spawn_app_with_clock(
+        |s| {
+            s.cases.shards = 2;
+            s.cases.max_active = 8;
+            s.cases.idle_timeout = Duration::from_secs(3600);
+        },
+        clock,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let c = app.intake(SSL).await;
+        ids.push(c["case_id"].as_str().unwrap().to_string());
+    }
+    let stats = |app: &TestApp| {
+        let (base, client) = (app.base.clone(), app.client.clone());
+        async move {
+            let r: Value = client
+                .get(format!("{base}/ops/actors"))
+                .header("X-API-Key", ADMIN_KEY)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["kinds"]["case_actor"].clone()
+        }
+    };
+    // Two shards of at most four each; a retired actor may still be finishing its drain.
+    let settled = eventually(Duration::from_secs(5), || async {
+        let s = stats(&app).await;
+        (s["live"].as_u64().unwrap() <= 8).then_some(s)
+    })
+    .await;
+    assert!(settled["passivations"].as_u64().unwrap() >= 22, "{settled}");
+    // Every case, passivated or not, still answers with its state.
+    for id in &ids {
+        assert_eq!(app.status(id).await["status"], json!("triaged"));
+    }
+    eventually(Duration::from_secs(5), || async {
+        (stats(&app).await["live"].as_u64().unwrap() <= 8).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn overload_is_refused_with_503_not_queued_without_bound() {
     let app = spawn_app_with(|s| s.cases.max_in_flight = 1).await;
     let mut tasks = Vec::new();

@@ -31,6 +31,10 @@ pub struct SupervisorSettings {
     pub idle_timeout: Duration,
     /// How often idle actors are looked for (real time).
     pub sweep_interval: Duration,
+    /// Most case actors this shard keeps live; past it the least recently used are passivated
+    /// (their snapshots are in the store), so memory stays bounded under sustained intake
+    /// however long `idle_timeout` is.
+    pub max_active: usize,
     /// Restarts of one case allowed within `restart_window`; past it the case answers
     /// `Unavailable` until the window has passed.
     pub restart_budget: usize,
@@ -237,6 +241,9 @@ impl SupervisorState {
                     msg.fail(CaseError::Unavailable);
                     return;
                 }
+                if self.live.len() >= self.settings.max_active {
+                    self.shed();
+                }
                 match self.spawn(myself, case_id).await {
                     Some(actor) => actor,
                     None => {
@@ -290,6 +297,27 @@ impl SupervisorState {
             if live.actor.drain().is_err() {
                 // Already stopping; its termination event will release the parked commands.
             }
+        }
+    }
+
+    /// Passivates the least recently used actors: at least enough to make room for one more,
+    /// and an eighth of the limit at a time, so the scan is paid once per many spawns.
+    fn shed(&mut self) {
+        let max = self.settings.max_active.max(1);
+        let excess = (self.live.len() + 1).saturating_sub(max);
+        let count = excess.max(max / 8).min(self.live.len());
+        if count == 0 {
+            return;
+        }
+        let mut by_age: Vec<(DateTime<Utc>, CaseId)> = self
+            .live
+            .iter()
+            .map(|(id, live)| (live.last_used, *id))
+            .collect();
+        by_age.select_nth_unstable_by_key(count - 1, |(used, _)| *used);
+        for (_, case_id) in by_age.into_iter().take(count) {
+            self.retire(case_id);
+            self.ctx.metrics.passivated(&case_id);
         }
     }
 

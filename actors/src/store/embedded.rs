@@ -40,6 +40,9 @@ const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// endpoint id (ULID-ordered) → endpoint JSON
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 
+/// redb's page cache unless configured (`store.cache_mb`).
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
 /// The embedded, durable store.
 pub struct EmbeddedStore {
     /// `None` once closed, so that `close` releases the file lock even while other parts of the
@@ -72,11 +75,23 @@ impl EmbeddedStore {
     /// Opens (or creates) `casehub.redb` in `data_dir`. With `durable`, every commit is fsynced
     /// before it is acknowledged.
     pub fn open(data_dir: &Path, durable: bool) -> Result<Arc<Self>, StoreError> {
+        Self::open_with_cache(data_dir, durable, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with redb's page cache limited to `cache_bytes`: the cache fills
+    /// as the file grows, so this bounds the store's share of the process's memory.
+    pub fn open_with_cache(
+        data_dir: &Path,
+        durable: bool,
+        cache_bytes: usize,
+    ) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("casehub.redb");
-        let db = Database::create(&path)
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         {
             // Create every table up front so readers never see "table does not exist".
