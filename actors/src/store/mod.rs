@@ -210,7 +210,9 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Appends `entries` (consecutive seqs, after `meta.seq` of the previous append) to a
     /// room's history, records `meta` as its new position and keeps only the newest `keep`
-    /// entries, atomically.
+    /// entries, atomically. An append with entries to an open room may be acknowledged before
+    /// it is synced (the embedded store does so); an append without entries (the room's open
+    /// and close markers) is durable, and so is everything appended before it.
     async fn room_append(
         &self,
         room: &str,

@@ -39,6 +39,20 @@ pub(super) enum Write {
     RoomAppend(Box<rooms::Append>),
 }
 
+impl Write {
+    /// Whether the write must be on disk before it is acknowledged. A running room's history
+    /// batches need not be: the room's start marker (`open`) is durable, so after a crash the
+    /// room starts a new epoch and never replays from what was lost, and its clean-close marker
+    /// is durable, which persists every batch before it. Case commits, the queue and the log
+    /// always are. A batch is fsynced if any of its writes needs it.
+    fn needs_sync(&self) -> bool {
+        match self {
+            Write::RoomAppend(append) => !append.meta.open || append.entries.is_empty(),
+            _ => true,
+        }
+    }
+}
+
 /// Runs until every sender is dropped, answering each write once its batch is committed (or
 /// failed: one failing write fails its whole batch, as they share one transaction).
 pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, durable: bool) {
@@ -65,7 +79,7 @@ pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, 
 
 fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
-    let durability = if durable {
+    let durability = if durable && writes.iter().any(|w| w.needs_sync()) {
         Durability::Immediate
     } else {
         Durability::None
