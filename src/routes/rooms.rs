@@ -248,11 +248,15 @@ async fn run(state: AppState, socket: Socket, joining: Joining) {
             code: CLOSE_INTERNAL,
             reason: "room stopped",
         };
+        // One future for the whole connection, so waiting on shutdown registers with the watch
+        // once rather than once per frame.
+        let shutting_down = shutdown.wait_for(|down| *down);
+        tokio::pin!(shutting_down);
         let closing = loop {
             let outgoing = tokio::select! {
                 biased;
                 k = &mut kick => break k.unwrap_or(stopped),
-                _ = async { shutdown.wait_for(|down| *down).await.map(|_| ()) } => {
+                _ = &mut shutting_down => {
                     break Kick { code: CLOSE_GOING_AWAY, reason: "server shutting down" };
                 }
                 frame = rx.recv() => match frame {
