@@ -381,8 +381,8 @@ impl Settings {
         if self.store.cache_mb == 0 || self.store.cache_mb > 1 << 20 {
             return fail("store.cache_mb: must be between 1 and 1048576".into());
         }
-        if self.cases.max_active == 0 {
-            return fail("cases.max_active: must be at least 1".into());
+        if self.cases.max_active < self.cases.shards {
+            return fail("cases.max_active: must be at least cases.shards (one per shard)".into());
         }
         if self.cases.passivation_sweep.is_zero() {
             return fail("cases.passivation_sweep: must be positive".into());

@@ -253,6 +253,43 @@ async fn live_case_actors_stay_within_max_active_and_passivated_cases_still_answ
 }
 
 #[tokio::test]
+async fn a_case_passivated_between_approve_and_finish_still_resolves() {
+    // One live actor in all: every intake below evicts whichever case was used before it, so
+    // approved cases are passivated while their finishing step is still to come.
+    let app = spawn_app_with(|s| {
+        s.cases.shards = 1;
+        s.cases.max_active = 1;
+    })
+    .await;
+    let mut approved = Vec::new();
+    for _ in 0..6 {
+        let created = app.intake(SSL).await;
+        let id = created["case_id"].as_str().unwrap().to_string();
+        let body = json!({"case_id": id, "customer_id": created["customer_id"]});
+        let offered = app.post("/webhook/support/self-service", body).await.ok();
+        let approve = path_of(&offered["links"]["approve"]);
+        let (answer, _, _, _) = tokio::join!(
+            app.get_anon(&approve),
+            app.intake(SSL),
+            app.intake(SSL),
+            app.intake(SSL)
+        );
+        assert_eq!(answer.ok()["status"], json!("executing"));
+        approved.push(id);
+    }
+    // Watched in the outbox, not through the cases: a status read would rehydrate the case,
+    // and rehydration finishes it too, hiding a finishing step that was lost.
+    for id in &approved {
+        eventually(Duration::from_secs(5), || async {
+            let events = app.case_events(id).await;
+            events.iter().any(|e| e == "case.resolved").then_some(())
+        })
+        .await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn overload_is_refused_with_503_not_queued_without_bound() {
     let app = spawn_app_with(|s| s.cases.max_in_flight = 1).await;
     let mut tasks = Vec::new();

@@ -68,7 +68,7 @@ impl Actor for CaseActor {
                     if loaded.as_ref().is_some_and(|c| {
                         matches!(c.status, CaseStatus::Executing | CaseStatus::Delivering)
                     }) {
-                        let _ = myself.cast(CaseMsg::Finish);
+                        schedule(&state.args, CaseMsg::Finish, None);
                     }
                     state.case = Some(loaded);
                 }
@@ -86,6 +86,30 @@ impl Actor for CaseActor {
         }
         ctx.metrics.handled(started.elapsed());
         Ok(())
+    }
+}
+
+/// Sends the case a message of its own (finishing a transition, retrying a step) through its
+/// supervisor rather than to itself: if this actor is being passivated meanwhile, the
+/// supervisor parks the message and hands it to the case's next actor, so no case is left
+/// half-way in `executing` or `delivering`.
+fn schedule(args: &CaseArgs, msg: CaseMsg, after: Option<std::time::Duration>) {
+    let case_id = args.case_id;
+    args.ctx.supervisor_metrics.queued();
+    let sent = match after {
+        None => args
+            .supervisor
+            .cast(SupervisorMsg::Deliver(case_id, msg))
+            .is_ok(),
+        Some(delay) => {
+            args.supervisor
+                .send_after(delay, move || SupervisorMsg::Deliver(case_id, msg));
+            true
+        }
+    };
+    if !sent {
+        // The supervisor is gone (shutdown); the next start resumes unfinished cases.
+        args.ctx.supervisor_metrics.mailbox.dec();
     }
 }
 
@@ -183,7 +207,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
                     Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(case_id = %state.args.case_id, error = %e, "reading the fix outcome failed; retrying");
-                        myself.send_after(FINISH_RETRY, || CaseMsg::FixSettled);
+                        schedule(&state.args, CaseMsg::FixSettled, Some(FINISH_RETRY));
                         None
                     }
                 },
@@ -200,7 +224,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
                 Err(e) => {
                     // Stay in executing/delivering and try again; rehydration also retries.
                     tracing::warn!(case_id = %state.args.case_id, error = %e, "finishing a case failed; retrying");
-                    myself.send_after(FINISH_RETRY, || CaseMsg::Finish);
+                    schedule(&state.args, CaseMsg::Finish, Some(FINISH_RETRY));
                     Stored::Unknown
                 }
             };
@@ -255,7 +279,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             *slot = Some(case.clone());
             let _ = reply.send(Ok(case));
             if finish {
-                let _ = myself.cast(CaseMsg::Finish);
+                schedule(&state.args, CaseMsg::Finish, None);
             }
             Stored::Known
         }

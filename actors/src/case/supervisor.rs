@@ -61,7 +61,11 @@ pub struct CaseSupervisor;
 
 struct Live {
     actor: ActorRef<CaseMsg>,
+    /// By the injected clock, for the idle timeout.
     last_used: DateTime<Utc>,
+    /// This shard's delivery count at the last use: a strict recency order for `shed`, even
+    /// when the clock stands still.
+    used_at: u64,
 }
 
 /// A shard's state.
@@ -69,7 +73,10 @@ pub struct SupervisorState {
     ctx: Arc<CaseContext>,
     settings: SupervisorSettings,
     live: HashMap<CaseId, Live>,
+    /// Every actor of this shard still running, live or draining.
     by_actor: HashMap<ActorId, CaseId>,
+    /// Deliveries so far (the recency order of `Live::used_at`).
+    uses: u64,
     /// Cases whose previous actor is still stopping, with the commands waiting for the next one.
     parked: HashMap<CaseId, Vec<CaseMsg>>,
     /// Recent failure times per case, for the restart budget.
@@ -93,6 +100,7 @@ impl Actor for CaseSupervisor {
             settings,
             live: HashMap::new(),
             by_actor: HashMap::new(),
+            uses: 0,
             parked: HashMap::new(),
             failures: HashMap::new(),
             draining: false,
@@ -231,9 +239,11 @@ impl SupervisorState {
             return;
         }
         let now = self.ctx.clock.now();
+        self.uses += 1;
         let actor = match self.live.get_mut(&case_id) {
             Some(live) => {
                 live.last_used = now;
+                live.used_at = self.uses;
                 live.actor.clone()
             }
             None => {
@@ -241,7 +251,8 @@ impl SupervisorState {
                     msg.fail(CaseError::Unavailable);
                     return;
                 }
-                if self.live.len() >= self.settings.max_active {
+                // Draining actors count too: they hold memory until they have stopped.
+                if self.by_actor.len() >= self.settings.max_active {
                     self.shed();
                 }
                 match self.spawn(myself, case_id).await {
@@ -279,6 +290,7 @@ impl SupervisorState {
                     Live {
                         actor: actor.clone(),
                         last_used: self.ctx.clock.now(),
+                        used_at: self.uses,
                     },
                 );
                 Some(actor)
@@ -304,15 +316,15 @@ impl SupervisorState {
     /// and an eighth of the limit at a time, so the scan is paid once per many spawns.
     fn shed(&mut self) {
         let max = self.settings.max_active.max(1);
-        let excess = (self.live.len() + 1).saturating_sub(max);
+        let excess = (self.by_actor.len() + 1).saturating_sub(max);
         let count = excess.max(max / 8).min(self.live.len());
         if count == 0 {
             return;
         }
-        let mut by_age: Vec<(DateTime<Utc>, CaseId)> = self
+        let mut by_age: Vec<(u64, CaseId)> = self
             .live
             .iter()
-            .map(|(id, live)| (live.last_used, *id))
+            .map(|(id, live)| (live.used_at, *id))
             .collect();
         by_age.select_nth_unstable_by_key(count - 1, |(used, _)| *used);
         for (_, case_id) in by_age.into_iter().take(count) {
