@@ -129,6 +129,10 @@ pub fn text_message(text: Bytes, fragment: usize) -> Vec<Message> {
             Utf8Bytes::try_from(text).unwrap_or_else(|_| Utf8Bytes::from_static("{}")),
         )];
     }
+    if std::str::from_utf8(&text).is_err() {
+        // Never sent: fragments are not checked by the codec the way a text message is.
+        return vec![Message::Text(Utf8Bytes::from_static("{}"))];
+    }
     let count = text.len().div_ceil(fragment);
     (0..count)
         .map(|i| {
@@ -177,6 +181,16 @@ mod tests {
         );
         let joined: Vec<u8> = p.into_iter().flat_map(|(_, _, b)| b).collect();
         assert_eq!(joined, text.into_bytes());
+    }
+
+    #[test]
+    fn invalid_utf8_is_never_sent_whole_or_in_fragments() {
+        for len in [4, 40] {
+            let mut bytes = vec![b'a'; len];
+            bytes[1] = 0xff;
+            let m = text_message(Bytes::from(bytes), 16);
+            assert!(matches!(m.as_slice(), [Message::Text(t)] if t.as_str() == "{}"));
+        }
     }
 
     #[test]

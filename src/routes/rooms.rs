@@ -232,57 +232,71 @@ async fn run(state: AppState, socket: Socket, joining: Joining) {
 
     let mut shutdown = state.shutdown.clone();
     let writer = async {
-        // Welcome and replay first; live frames queued meanwhile follow in order.
-        for frame in std::iter::once(joined.welcome).chain(joined.replay) {
-            if feed(&mut sink, frame).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-        let mut ping = tokio::time::interval(settings.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
         let stopped = Kick {
             code: CLOSE_INTERNAL,
             reason: "room stopped",
+        };
+        let going_away = Kick {
+            code: CLOSE_GOING_AWAY,
+            reason: "server shutting down",
         };
         // One future for the whole connection, so waiting on shutdown registers with the watch
         // once rather than once per frame.
         let shutting_down = shutdown.wait_for(|down| *down);
         tokio::pin!(shutting_down);
-        let closing = loop {
-            let outgoing = tokio::select! {
-                biased;
-                k = &mut kick => break k.unwrap_or(stopped),
-                _ = &mut shutting_down => {
-                    break Kick { code: CLOSE_GOING_AWAY, reason: "server shutting down" };
+        // Welcome and replay first; live frames queued meanwhile follow in order. A peer that
+        // stops reading here is kicked (4008) like anywhere else.
+        let welcome = async {
+            for frame in std::iter::once(joined.welcome).chain(joined.replay) {
+                feed(&mut sink, frame).await?;
+            }
+            sink.flush().await
+        };
+        let kicked = tokio::select! {
+            biased;
+            k = &mut kick => Some(k.unwrap_or(stopped)),
+            _ = &mut shutting_down => Some(going_away),
+            sent = welcome => match sent {
+                Ok(()) => None,
+                Err(_) => return,
+            },
+        };
+        let mut ping = tokio::time::interval(settings.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let closing = if let Some(kick) = kicked {
+            kick
+        } else {
+            loop {
+                let outgoing = tokio::select! {
+                    biased;
+                    k = &mut kick => break k.unwrap_or(stopped),
+                    _ = &mut shutting_down => break going_away,
+                    frame = rx.recv() => match frame {
+                        Some(frame) => Outgoing::Frame(frame),
+                        None => return,
+                    },
+                    _ = ping.tick() => Outgoing::Ping,
+                };
+                // Frames already queued behind this one go out in the same write: under a burst
+                // (an escalation is two room events) a connection costs one syscall, not one per
+                // frame. A peer that stops reading blocks the write; the room then kicks it (4008).
+                let batch = async {
+                    match outgoing {
+                        Outgoing::Frame(frame) => feed(&mut sink, frame).await?,
+                        Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
+                    }
+                    for _ in 1..WRITE_BATCH {
+                        let Ok(frame) = rx.try_recv() else { break };
+                        feed(&mut sink, frame).await?;
+                    }
+                    sink.flush().await
+                };
+                tokio::select! {
+                    biased;
+                    k = &mut kick => break k.unwrap_or(stopped),
+                    sent = batch => if sent.is_err() { return; },
                 }
-                frame = rx.recv() => match frame {
-                    Some(frame) => Outgoing::Frame(frame),
-                    None => return,
-                },
-                _ = ping.tick() => Outgoing::Ping,
-            };
-            // Frames already queued behind this one go out in the same write: under a burst
-            // (an escalation is two room events) a connection costs one syscall, not one per
-            // frame. A peer that stops reading blocks the write; the room then kicks it (4008).
-            let batch = async {
-                match outgoing {
-                    Outgoing::Frame(frame) => feed(&mut sink, frame).await?,
-                    Outgoing::Ping => sink.feed(Message::Ping(Bytes::new())).await?,
-                }
-                for _ in 1..WRITE_BATCH {
-                    let Ok(frame) = rx.try_recv() else { break };
-                    feed(&mut sink, frame).await?;
-                }
-                sink.flush().await
-            };
-            tokio::select! {
-                biased;
-                k = &mut kick => break k.unwrap_or(stopped),
-                sent = batch => if sent.is_err() { return; },
             }
         };
         let _ = tokio::time::timeout(

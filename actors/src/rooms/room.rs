@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RoomSettings;
 use super::protocol::{self, CLOSE_TOO_SLOW, ClientFrame, ClientRequest};
-use crate::case::{CaseDirectory, ReviewDecision, lifecycle};
+use crate::case::{CaseDirectory, CaseError, ReviewDecision, lifecycle};
 use crate::clock::SharedClock;
 use crate::domain::{Event, EventKind, ReviewId, ReviewStatus, rfc3339};
 use crate::store::{RoomEntry, RoomMeta, SharedStore, StoreError};
@@ -260,8 +260,14 @@ impl Actor for ReviewRoom {
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
         // Write what is queued, then mark the history closed cleanly (same epoch next time).
+        // If any of it could not be written, the room stays marked open, so its next start
+        // begins a new epoch rather than promise resumes from a history with a hole in it.
         if let Some(writer) = state.writer.take() {
-            writer.finish().await;
+            if !writer.finish().await {
+                tracing::warn!(room = %state.args.name, "room history incomplete; the next start begins a new epoch");
+                count_stopped(state);
+                return Ok(());
+            }
             let meta = RoomMeta {
                 epoch: state.epoch.clone(),
                 seq: state.seq,
@@ -277,15 +283,7 @@ impl Actor for ReviewRoom {
                 tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
             }
         }
-        state
-            .args
-            .counters
-            .connections
-            .dec_by(state.members.len() as i64);
-        state
-            .args
-            .metrics
-            .stopped(&format_args!("room:{}", state.args.name));
+        count_stopped(state);
         Ok(())
     }
 
@@ -724,7 +722,9 @@ impl DecisionTask {
                 return protocol::error(reference, "NOT_FOUND", "Review not found");
             }
             Err(e) => {
-                return protocol::error(reference, "SERVICE_UNAVAILABLE", &e.to_string());
+                tracing::warn!(review_id = %review_id, error = %e, "loading a review for a room decision failed");
+                let e = CaseError::from(e);
+                return protocol::error(reference, e.code(), &e.client_message());
             }
         }
         let outcome = tokio::time::timeout(self.timeout, self.cases.review(decision)).await;
@@ -738,7 +738,12 @@ impl DecisionTask {
                     "status": case.status,
                 }),
             ),
-            Ok(Err(e)) => protocol::error(reference, e.code(), &e.client_message()),
+            Ok(Err(e)) => {
+                if matches!(e, CaseError::Store(_) | CaseError::Internal) {
+                    tracing::warn!(review_id = %review_id, error = %e, "a room decision failed");
+                }
+                protocol::error(reference, e.code(), &e.client_message())
+            }
             Err(_) => protocol::error(
                 reference,
                 "SERVICE_UNAVAILABLE",
@@ -748,11 +753,33 @@ impl DecisionTask {
     }
 }
 
+/// The gauges a stopped room no longer counts in.
+fn count_stopped(state: &RoomState) {
+    state
+        .args
+        .counters
+        .connections
+        .dec_by(state.members.len() as i64);
+    state
+        .args
+        .metrics
+        .stopped(&format_args!("room:{}", state.args.name));
+}
+
 /// Writes a room's events to the store in order, batching whatever queued up during the
 /// previous write, so a slow disk delays the stored copy, never the live fan-out.
 struct HistoryWriter {
-    tx: mpsc::Sender<RoomEntry>,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once finishing.
+    tx: Option<mpsc::Sender<RoomEntry>>,
+    /// Ends with whether every append was written.
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl Drop for HistoryWriter {
+    /// A room that failed must not leave its writer appending behind its successor.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl HistoryWriter {
@@ -763,6 +790,7 @@ impl HistoryWriter {
         let room = args.name.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
+            let mut all_written = true;
             while rx.recv_many(&mut batch, 256).await > 0 {
                 let meta = RoomMeta {
                     epoch: epoch.clone(),
@@ -771,28 +799,34 @@ impl HistoryWriter {
                 };
                 if let Err(e) = store.room_append(&room, &meta, &batch, keep).await {
                     tracing::warn!(%room, events = batch.len(), error = %e, "room history write failed");
+                    all_written = false;
                 }
                 batch.clear();
             }
+            all_written
         });
-        HistoryWriter { tx, task }
+        HistoryWriter { tx: Some(tx), task }
     }
 
     /// Queues an event; waits only when `history` events are already waiting for the disk.
     async fn append(&self, entry: RoomEntry) {
-        if let Err(mpsc::error::TrySendError::Full(entry)) = self.tx.try_send(entry) {
-            let _ = self.tx.send(entry).await;
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::error::TrySendError::Full(entry)) = tx.try_send(entry) {
+            let _ = tx.send(entry).await;
         }
     }
 
-    /// Writes everything queued and stops.
-    async fn finish(self) {
-        drop(self.tx);
-        if tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("room history writer did not finish in time");
+    /// Writes everything queued and stops; true when the stored history is complete (every
+    /// append written, in time), the condition for marking the room closed cleanly.
+    async fn finish(mut self) -> bool {
+        self.tx.take();
+        match tokio::time::timeout(Duration::from_secs(10), &mut self.task).await {
+            Ok(Ok(all_written)) => all_written,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!("room history writer did not finish in time");
+                false
+            }
         }
     }
 }

@@ -40,15 +40,17 @@ pub(super) enum Write {
 }
 
 impl Write {
-    /// Whether the write must be on disk before it is acknowledged. A running room's history
-    /// batches need not be: the room's start marker (`open`) is durable, so after a crash the
-    /// room starts a new epoch and never replays from what was lost, and its clean-close marker
-    /// is durable, which persists every batch before it. Case commits, the queue and the log
-    /// always are. A batch is fsynced if any of its writes needs it.
-    fn needs_sync(&self) -> bool {
+    /// Whether the write must be on disk before it is acknowledged, given `store.durable`.
+    /// A running room's history batches need not be: the room's start marker (`open`) is
+    /// synced, so after a crash the room starts a new epoch and never replays from what was
+    /// lost, and its clean-close marker is synced, which persists every batch before it. The
+    /// markers are synced even when `durable` is off (twice per room lifetime), since a lost
+    /// start marker would let a room reuse an epoch whose history it no longer has. Everything
+    /// else follows `durable`. A batch is synced if any of its writes must be.
+    fn must_sync(&self, durable: bool) -> bool {
         match self {
             Write::RoomAppend(append) => !append.meta.open || append.entries.is_empty(),
-            _ => true,
+            _ => durable,
         }
     }
 }
@@ -79,7 +81,7 @@ pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, 
 
 fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
-    let durability = if durable && writes.iter().any(|w| w.needs_sync()) {
+    let durability = if writes.iter().any(|w| w.must_sync(durable)) {
         Durability::Immediate
     } else {
         Durability::None
@@ -175,4 +177,38 @@ fn open_deliveries<'a, 'txn>(
     tables
         .as_mut()
         .ok_or_else(|| StoreError::Backend("delivery tables not open".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RoomEntry, RoomMeta};
+
+    fn append(open: bool, entries: usize) -> Write {
+        Write::RoomAppend(Box::new(rooms::Append {
+            room: "r".into(),
+            meta: RoomMeta {
+                epoch: "e".into(),
+                seq: entries as u64,
+                open,
+            },
+            entries: (1..=entries as u64)
+                .map(|seq| RoomEntry {
+                    seq,
+                    frame: "{}".into(),
+                })
+                .collect(),
+            keep: 10,
+        }))
+    }
+
+    #[test]
+    fn only_a_running_rooms_history_batches_skip_the_sync() {
+        for durable in [true, false] {
+            assert!(!append(true, 2).must_sync(durable), "history batch");
+            assert!(append(true, 0).must_sync(durable), "open marker");
+            assert!(append(false, 0).must_sync(durable), "close marker");
+            assert_eq!(Write::Events(vec![]).must_sync(durable), durable);
+        }
+    }
 }
