@@ -151,12 +151,8 @@ impl From<StoreError> for ApiError {
 
 impl From<CaseError> for ApiError {
     fn from(e: CaseError) -> Self {
-        let status = match e.code() {
-            "NOT_FOUND" => StatusCode::NOT_FOUND,
-            "ALREADY_PROCESSED" | "INVALID_STATE" => StatusCode::CONFLICT,
-            "SERVICE_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match &e {
             CaseError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");

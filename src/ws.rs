@@ -4,7 +4,7 @@
 //! keeps the capacity of the largest frame it ever held, so a welcome listing many pending
 //! reviews and a big presence list, sent as one frame, would pin tens of KiB to every connection
 //! for its whole life. Sent as fragments of a few KiB (RFC 6455 §5.4; every client reassembles
-//! them), a connection keeps a buffer of that size instead.
+//! them), a connection's buffer stays within a small multiple of the fragment size instead.
 
 use std::convert::Infallible;
 

@@ -39,8 +39,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_BATCH: usize = 16;
 
 /// Bytes gathered before a write happens without a flush, and the largest frame sent: longer
-/// messages (a welcome in a busy room) go out in fragments of this size, so no connection keeps
-/// a bigger write buffer for its lifetime.
+/// messages (a welcome in a busy room) go out in fragments of this size. A connection's write
+/// buffer so stays within a few times this (gathered frames plus one, as `Vec` grows), however
+/// large a welcome it once sent.
 const WRITE_BUFFER: usize = 4 * 1024;
 
 #[derive(IntoParams)]
@@ -272,11 +273,13 @@ async fn run(state: AppState, socket: Socket, joining: Joining) {
                     biased;
                     k = &mut kick => break k.unwrap_or(stopped),
                     _ = &mut shutting_down => break going_away,
+                    // Before frames: a steady stream must not starve the pings (a client that
+                    // only listens answers nothing else, and is dropped when it goes silent).
+                    _ = ping.tick() => Outgoing::Ping,
                     frame = rx.recv() => match frame {
                         Some(frame) => Outgoing::Frame(frame),
                         None => return,
                     },
-                    _ = ping.tick() => Outgoing::Ping,
                 };
                 // Frames already queued behind this one go out in the same write: under a burst
                 // (an escalation is two room events) a connection costs one syscall, not one per

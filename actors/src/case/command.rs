@@ -46,6 +46,16 @@ impl CaseError {
         }
     }
 
+    /// The HTTP status that goes with [`code`](Self::code) (CONTRACT §1).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CaseError::NotFound | CaseError::ReviewNotFound => 404,
+            CaseError::AlreadyProcessed(_) | CaseError::InvalidState { .. } => 409,
+            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => 503,
+            CaseError::Store(_) | CaseError::Internal => 500,
+        }
+    }
+
     /// The message a client sees: the rule that refused it, never an internal cause.
     pub fn client_message(&self) -> String {
         match self {
