@@ -9,7 +9,9 @@
 //!     → each receiver's receipt of that event (matched by seq).
 //! rooms-load intake --ws ws://HOST:PORT --http http://HOST:PORT [options]
 //!     end to end: POST /webhook/support/collaborative for fresh cases (created first) at a
-//!     steady rate. Latency = POST sent → each receiver's receipt of `review.requested` for it.
+//!     steady rate. Latency = POST sent → each receiver's receipt of `review.requested` for it;
+//!     also `publish_*`: the room's publish time (the frame's `at`, milliseconds, by the wall
+//!     clock) → each receipt.
 //! rooms-load idle --ws ws://HOST:PORT --pid PID [--http …] [options]
 //!     VmRSS of PID before and after opening --connections idle connections (each counted once
 //!     its welcome arrived, then left to settle), divided by the number of connections.
@@ -271,8 +273,10 @@ struct Tally {
     closed: Option<String>,
     /// `review.claimed` / `review.released`: (seq, receipt).
     ops: Vec<(u64, Instant)>,
-    /// `review.requested`: (case_id, receipt).
-    requested: Vec<(String, Instant)>,
+    /// `review.requested`: (case_id, receipt, receipt minus the frame's `at`, the room's
+    /// publish time, in ns by the wall clock; `at` has millisecond precision and is cut down to
+    /// it, so this reads up to 1 ms long).
+    requested: Vec<(String, Instant, Option<u64>)>,
 }
 
 /// When receivers are done: `Some(seq)` once they have received `seq`; `force` at once.
@@ -386,7 +390,15 @@ async fn receive(
             Some("review.claimed" | "review.released") => t.ops.push((seq, at)),
             Some("review.requested") => {
                 if let Some(case) = frame["data"]["case_id"].as_str() {
-                    t.requested.push((case.to_string(), at));
+                    let lag = frame["at"]
+                        .as_str()
+                        .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+                        .and_then(|published| {
+                            (chrono::Utc::now() - published.with_timezone(&chrono::Utc))
+                                .num_nanoseconds()
+                        })
+                        .map(|ns| ns.max(0) as u64);
+                    t.requested.push((case.to_string(), at, lag));
                 }
             }
             _ => {}
@@ -1134,16 +1146,19 @@ async fn intake(opts: &Opts) -> Result<(), Error> {
         .map(|(k, (case, _))| (case.as_str(), k))
         .collect();
     let mut samples = Vec::with_capacity(tallies.len() * total);
+    let mut published = Vec::with_capacity(tallies.len() * total);
     for t in &tallies {
-        for (case, at) in &t.requested {
+        for (case, at, lag) in &t.requested {
             if let Some(&k) = index.get(case.as_str())
                 && k >= warm
             {
                 samples.push((k, at.saturating_duration_since(sent[k]).as_nanos() as u64));
+                published.extend(*lag);
             }
         }
     }
     let h = percentiles(http_samples);
+    let p = percentiles(published);
     let appends = append_fields(appends_before, appends_after);
     let expected = tallies.len() * (total - warm);
     let mut extra = vec![
@@ -1152,6 +1167,10 @@ async fn intake(opts: &Opts) -> Result<(), Error> {
         ("http_failures", http_failures.to_string()),
         ("http_p50_ms", format!("{:.3}", h.p50)),
         ("http_p99_ms", format!("{:.3}", h.p99)),
+        ("publish_samples", p.n.to_string()),
+        ("publish_p50_ms", format!("{:.3}", p.p50)),
+        ("publish_p99_ms", format!("{:.3}", p.p99)),
+        ("publish_max_ms", format!("{:.3}", p.max)),
     ];
     extra.extend(appends);
     extra.extend(used.fields(tallies.iter().map(|t| t.events).sum()));
