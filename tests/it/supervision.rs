@@ -147,6 +147,15 @@ async fn fault_hook_is_off_by_default() {
     app.stop().await;
 }
 
+/// The case actors' counters from `/ops/actors` (live, spawns, passivations, …).
+async fn case_actors(app: &TestApp) -> Value {
+    let ops = app
+        .send(Method::GET, "/ops/actors", Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(ops.status.as_u16(), 200, "{}", ops.body);
+    ops.body["kinds"]["case_actor"].clone()
+}
+
 #[tokio::test]
 async fn idle_case_actors_passivate_and_rehydrate() {
     let clock = ManualClock::new(chrono::Utc::now());
@@ -167,29 +176,13 @@ async fn idle_case_actors_passivate_and_rehydrate() {
                 .to_string(),
         );
     }
-    let live = |app: &TestApp| {
-        let app_base = app.base.clone();
-        let client = app.client.clone();
-        async move {
-            let r: Value = client
-                .get(format!("{app_base}/ops/actors"))
-                .header("X-API-Key", ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["kinds"]["case_actor"].clone()
-        }
-    };
     // Nothing is idle yet by the injected clock, however long real time passes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(live(&app).await["live"], json!(4));
-    assert_eq!(live(&app).await["passivations"], json!(0));
+    assert_eq!(case_actors(&app).await["live"], json!(4));
+    assert_eq!(case_actors(&app).await["passivations"], json!(0));
     clock.advance(Duration::from_secs(301));
     let stats = eventually(Duration::from_secs(5), || async {
-        let s = live(&app).await;
+        let s = case_actors(&app).await;
         (s["live"] == json!(0)).then_some(s)
     })
     .await;
@@ -197,7 +190,7 @@ async fn idle_case_actors_passivate_and_rehydrate() {
     for id in &ids {
         assert_eq!(app.status(id).await["status"], json!("triaged"));
     }
-    assert!(live(&app).await["spawns"].as_u64().unwrap() >= 8);
+    assert!(case_actors(&app).await["spawns"].as_u64().unwrap() >= 8);
     app.stop().await;
 }
 
@@ -219,24 +212,9 @@ async fn live_case_actors_stay_within_max_active_and_passivated_cases_still_answ
         let c = app.intake(SSL).await;
         ids.push(c["case_id"].as_str().unwrap().to_string());
     }
-    let stats = |app: &TestApp| {
-        let (base, client) = (app.base.clone(), app.client.clone());
-        async move {
-            let r: Value = client
-                .get(format!("{base}/ops/actors"))
-                .header("X-API-Key", ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            r["kinds"]["case_actor"].clone()
-        }
-    };
     // Two shards of at most four each; a retired actor may still be finishing its drain.
     let settled = eventually(Duration::from_secs(5), || async {
-        let s = stats(&app).await;
+        let s = case_actors(&app).await;
         (s["live"].as_u64().unwrap() <= 8).then_some(s)
     })
     .await;
@@ -246,7 +224,7 @@ async fn live_case_actors_stay_within_max_active_and_passivated_cases_still_answ
         assert_eq!(app.status(id).await["status"], json!("triaged"));
     }
     eventually(Duration::from_secs(5), || async {
-        (stats(&app).await["live"].as_u64().unwrap() <= 8).then_some(())
+        (case_actors(&app).await["live"].as_u64().unwrap() <= 8).then_some(())
     })
     .await;
     app.stop().await;
