@@ -487,18 +487,23 @@ async fn queued_deliveries_survive_kill_9_and_arrive_once_the_receiver_is_up() {
     assert_eq!(after.len(), 5, "one webhook-id per acknowledged event");
 }
 
-#[tokio::test]
-async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
-    let (base, rx) = start_receiver().await;
-    // Never answers: accept connections and hold them.
+/// A URL whose server accepts connections and holds them, never answering.
+async fn black_hole() -> String {
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
+    let url = format!("http://{}/hook", hole.local_addr().unwrap());
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = hole.accept().await {
             held.push(socket);
         }
     });
+    url
+}
+
+#[tokio::test]
+async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
+    let (base, rx) = start_receiver().await;
+    let hole_url = black_hole().await;
     let app = spawn_app_with(|s| {
         deliver_locally(s);
         s.delivery.timeout_ms = 30_000;
@@ -532,14 +537,7 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
 #[tokio::test]
 async fn a_black_hole_backlog_wider_than_the_due_window_does_not_starve_a_healthy_endpoint() {
     let (base, rx) = start_receiver().await;
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let hole_url = black_hole().await;
     let app = spawn_app_with(|s| {
         deliver_locally(s);
         s.delivery.timeout_ms = 60_000;

@@ -230,17 +230,24 @@ pub async fn batch_update(store: SharedStore) {
     );
 }
 
-/// Skipped jobs are passed over without counting against the limit.
-pub async fn due_skipping(store: SharedStore) {
+/// Enqueues `n` jobs for `wh_a`, one per event a millisecond apart from now; returns the
+/// first event's time and the jobs.
+async fn enqueued(store: &SharedStore, n: i64) -> (DateTime<Utc>, Vec<DeliveryJob>) {
     let t0 = now_ms();
-    let jobs: Vec<DeliveryJob> = (0..4)
+    let jobs: Vec<DeliveryJob> = (0..n)
         .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
         .collect();
-    let cursor = jobs[3].msg_id.clone();
+    let cursor = jobs[jobs.len() - 1].msg_id.clone();
     store
         .enqueue_deliveries(jobs.clone(), &cursor)
         .await
         .unwrap();
+    (t0, jobs)
+}
+
+/// Skipped jobs are passed over without counting against the limit.
+pub async fn due_skipping(store: SharedStore) {
+    let (t0, jobs) = enqueued(&store, 4).await;
     let taken = [jobs[0].msg_id.clone(), jobs[2].msg_id.clone()];
     let skip = |endpoint: &str, msg: &str| endpoint == "wh_a" && taken.iter().any(|t| t == msg);
     let now = t0 + ms(3);
@@ -278,15 +285,7 @@ pub async fn due_skipping(store: SharedStore) {
 
 /// An update reschedules a pending job and takes delivered and failed ones out of the index.
 pub async fn update_moves_due(store: SharedStore) {
-    let t0 = now_ms();
-    let jobs: Vec<DeliveryJob> = (0..3)
-        .map(|i| DeliveryJob::new(&event_at(t0 + ms(i)), "wh_a"))
-        .collect();
-    let cursor = jobs[2].msg_id.clone();
-    store
-        .enqueue_deliveries(jobs.clone(), &cursor)
-        .await
-        .unwrap();
+    let (t0, jobs) = enqueued(&store, 3).await;
     assert_eq!(store.due_deliveries(t0 + ms(2), 10).await.unwrap(), jobs);
 
     let (mut retry, mut done, mut failed) = (jobs[0].clone(), jobs[1].clone(), jobs[2].clone());
