@@ -251,10 +251,6 @@ impl SupervisorState {
                     msg.fail(CaseError::Unavailable);
                     return;
                 }
-                // Draining actors count too: they hold memory until they have stopped.
-                if self.by_actor.len() >= self.settings.max_active {
-                    self.shed();
-                }
                 match self.spawn(myself, case_id).await {
                     Some(actor) => actor,
                     None => {
@@ -276,6 +272,11 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         case_id: CaseId,
     ) -> Option<ActorRef<CaseMsg>> {
+        // Every spawn, a restart included, keeps within the cap. Draining actors count too:
+        // they hold memory until they have stopped.
+        if self.by_actor.len() >= self.settings.max_active {
+            self.shed();
+        }
         let args = CaseArgs {
             case_id,
             ctx: self.ctx.clone(),
