@@ -413,6 +413,28 @@ async fn receive(
 
 /// Opens `count` connections (at most `concurrency` handshakes at a time), each becoming a
 /// receiver as soon as its welcome arrives. Reviewer `i` is `reviewer(i)`.
+/// The `--receivers` of a latency scenario, joined: their stop signal, the countdown of those
+/// still receiving, and their tasks.
+async fn audience(
+    opts: &Opts,
+    tokens: &Arc<Tokens>,
+) -> Result<
+    (
+        watch::Sender<Stop>,
+        watch::Receiver<Stop>,
+        Arc<Countdown>,
+        Vec<JoinHandle<Tally>>,
+    ),
+    Error,
+> {
+    let (stop_tx, stop_rx) = watch::channel(Stop::default());
+    let countdown = Countdown::new(opts.receivers);
+    let distinct = opts.reviewers.unwrap_or(opts.receivers);
+    let receivers =
+        open_receivers(opts, tokens, opts.receivers, distinct, &stop_rx, &countdown).await?;
+    Ok((stop_tx, stop_rx, countdown, receivers))
+}
+
 async fn open_receivers(
     opts: &Opts,
     tokens: &Arc<Tokens>,
@@ -974,18 +996,7 @@ async fn claims(opts: &Opts) -> Result<(), Error> {
     };
     eprintln!("publisher joined; claiming and releasing review {review_id}");
 
-    let (stop_tx, stop_rx) = watch::channel(Stop::default());
-    let countdown = Countdown::new(opts.receivers);
-    let distinct = opts.reviewers.unwrap_or(opts.receivers);
-    let receivers = open_receivers(
-        opts,
-        &tokens,
-        opts.receivers,
-        distinct,
-        &stop_rx,
-        &countdown,
-    )
-    .await?;
+    let (stop_tx, stop_rx, countdown, receivers) = audience(opts, &tokens).await?;
     // Let the presence frames of the joins drain before measuring.
     tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
 
@@ -1078,18 +1089,7 @@ async fn intake(opts: &Opts) -> Result<(), Error> {
     let cases = create_cases(&client, &http, total).await?;
 
     let (publisher, w) = join_monitor(opts, &tokens).await?;
-    let (stop_tx, stop_rx) = watch::channel(Stop::default());
-    let countdown = Countdown::new(opts.receivers);
-    let distinct = opts.reviewers.unwrap_or(opts.receivers);
-    let receivers = open_receivers(
-        opts,
-        &tokens,
-        opts.receivers,
-        distinct,
-        &stop_rx,
-        &countdown,
-    )
-    .await?;
+    let (stop_tx, stop_rx, countdown, receivers) = audience(opts, &tokens).await?;
     tokio::time::sleep(Duration::from_secs_f64(opts.settle)).await;
 
     let (_sink, stream) = publisher.split();

@@ -487,6 +487,27 @@ async fn queued_deliveries_survive_kill_9_and_arrive_once_the_receiver_is_up() {
     assert_eq!(after.len(), 5, "one webhook-id per acknowledged event");
 }
 
+/// A server with two endpoints for `case.created`: a black hole (created first, so each event
+/// reaches it first) whose attempts time out after `timeout_ms`, and `healthy` on a receiver;
+/// then `cases` intakes.
+async fn beside_a_black_hole(timeout_ms: u64, cases: usize) -> (TestApp, Receiver) {
+    let (base, rx) = start_receiver().await;
+    let hole_url = black_hole().await;
+    let app = spawn_app_with(move |s| {
+        deliver_locally(s);
+        s.delivery.timeout_ms = timeout_ms;
+    })
+    .await;
+    for url in [hole_url, format!("{base}/healthy")] {
+        endpoint(&app, url, json!(["case.created"]), json!({})).await;
+    }
+    for _ in 0..cases {
+        app.intake("Our SSL certificate expired and browsers show a certificate error.")
+            .await;
+    }
+    (app, rx)
+}
+
 /// A URL whose server accepts connections and holds them, never answering.
 async fn black_hole() -> String {
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -502,25 +523,7 @@ async fn black_hole() -> String {
 
 #[tokio::test]
 async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
-    let (base, rx) = start_receiver().await;
-    let hole_url = black_hole().await;
-    let app = spawn_app_with(|s| {
-        deliver_locally(s);
-        s.delivery.timeout_ms = 30_000;
-    })
-    .await;
-    endpoint(&app, hole_url, json!(["case.created"]), json!({})).await;
-    endpoint(
-        &app,
-        format!("{base}/healthy"),
-        json!(["case.created"]),
-        json!({}),
-    )
-    .await;
-    for _ in 0..20 {
-        app.intake("Our SSL certificate expired and browsers show a certificate error.")
-            .await;
-    }
+    let (app, rx) = beside_a_black_hole(30_000, 20).await;
     // Generous bound: the black hole holds 8 attempts for 30 s each; the healthy one is not held.
     let started = std::time::Instant::now();
     settle("the healthy endpoint gets all 20", || {
@@ -536,27 +539,9 @@ async fn a_black_hole_endpoint_does_not_delay_a_healthy_one() {
 
 #[tokio::test]
 async fn a_black_hole_backlog_wider_than_the_due_window_does_not_starve_a_healthy_endpoint() {
-    let (base, rx) = start_receiver().await;
-    let hole_url = black_hole().await;
-    let app = spawn_app_with(|s| {
-        deliver_locally(s);
-        s.delivery.timeout_ms = 60_000;
-    })
-    .await;
-    // The black hole is created first and every event reaches it first: its due jobs, which it
-    // never takes, fill the front of the due index (more than one scheduling window's worth).
-    endpoint(&app, hole_url, json!(["case.created"]), json!({})).await;
-    endpoint(
-        &app,
-        format!("{base}/healthy"),
-        json!(["case.created"]),
-        json!({}),
-    )
-    .await;
-    for _ in 0..150 {
-        app.intake("Our SSL certificate expired and browsers show a certificate error.")
-            .await;
-    }
+    // Every event reaches the black hole first: its due jobs, which it never takes, fill the
+    // front of the due index (more than one scheduling window's worth).
+    let (app, rx) = beside_a_black_hole(60_000, 150).await;
     settle("the healthy endpoint gets all 150", || {
         rx.got("healthy").len() == 150
     })

@@ -142,7 +142,8 @@ pub enum CaseMsg {
         decision: ReviewDecision,
         reply: CaseReply,
     },
-    /// Internal: finish an `executing` or `delivering` case (sent to itself after replying).
+    /// Internal: finish an `executing` or `delivering` case (the case schedules it through its
+    /// supervisor after replying).
     Finish,
     /// Internal: the delivery pool settled this case's fix request; its outcome is in the store.
     FixSettled,

@@ -122,20 +122,9 @@ fn open_review(
         case.past_reviews.push(old.review_id);
     }
     let review = Review {
-        review_id: ReviewId::new(),
-        case_id: case.case_id,
-        status: ReviewStatus::Pending,
-        room,
-        urgency,
-        reason: reason.to_string(),
         specialist_request,
         additional_context,
-        created_at: now,
-        reviewer: None,
-        comments: None,
-        edited_solution: None,
-        edit_reason: None,
-        completed_at: None,
+        ..Review::pending(case.case_id, room, urgency, reason, now)
     };
     case.escalated = true;
     case.transition(CaseStatus::PendingReview, now, by);

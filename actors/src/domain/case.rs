@@ -87,6 +87,32 @@ pub struct Review {
 }
 
 impl Review {
+    /// A new pending review of `case_id` in `room`, with a fresh id and no decision yet.
+    pub fn pending(
+        case_id: CaseId,
+        room: String,
+        urgency: Urgency,
+        reason: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Review {
+            review_id: ReviewId::new(),
+            case_id,
+            status: ReviewStatus::Pending,
+            room,
+            urgency,
+            reason: reason.into(),
+            specialist_request: None,
+            additional_context: None,
+            created_at: now,
+            reviewer: None,
+            comments: None,
+            edited_solution: None,
+            edit_reason: None,
+            completed_at: None,
+        }
+    }
+
     /// The channel name callers see (`#room`).
     pub fn assigned_channel(&self) -> String {
         format!("#{}", self.room)

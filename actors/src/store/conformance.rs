@@ -75,22 +75,13 @@ pub async fn commit_then_read(store: SharedStore) {
     // A later snapshot replaces the earlier one and appends its events after the first ones.
     let mut later = case.clone();
     later.transition(CaseStatus::PendingReview, now, "test");
-    later.review = Some(Review {
-        review_id: ReviewId::new(),
-        case_id: id,
-        status: ReviewStatus::Pending,
-        room: "support-review".into(),
-        urgency: Urgency::Normal,
-        reason: "test".into(),
-        specialist_request: None,
-        additional_context: None,
-        created_at: now,
-        reviewer: None,
-        comments: None,
-        edited_solution: None,
-        edit_reason: None,
-        completed_at: None,
-    });
+    later.review = Some(Review::pending(
+        id,
+        "support-review".into(),
+        Urgency::Normal,
+        "test",
+        now,
+    ));
     let more = vec![Event::new(
         EventKind::CaseEscalated,
         workflow::COLLABORATIVE,

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::new_case;
-use crate::domain::{Review, ReviewId, ReviewStatus, Urgency};
+use crate::domain::{Review, ReviewStatus, Urgency};
 use crate::store::{Commit, RoomEntry, RoomMeta, SharedStore};
 
 fn entry(seq: u64) -> RoomEntry {
@@ -77,22 +77,13 @@ pub async fn history_appends_and_trims(store: SharedStore) {
 pub async fn pending_index_follows_commits(store: SharedStore) {
     let now = Utc::now();
     let (mut case, events) = new_case(now);
-    let review = Review {
-        review_id: ReviewId::new(),
-        case_id: case.case_id,
-        status: ReviewStatus::Pending,
-        room: "billing-review".into(),
-        urgency: Urgency::Normal,
-        reason: "needs a human".into(),
-        specialist_request: None,
-        additional_context: None,
-        created_at: now,
-        reviewer: None,
-        comments: None,
-        edited_solution: None,
-        edit_reason: None,
-        completed_at: None,
-    };
+    let review = Review::pending(
+        case.case_id,
+        "billing-review".into(),
+        Urgency::Normal,
+        "needs a human",
+        now,
+    );
     case.review = Some(review.clone());
     let room = review.room.clone();
     store
