@@ -123,6 +123,17 @@ impl Index {
     }
 }
 
+/// Per-thread score accumulator of [`SimilarCases::similar`]; all zero between queries.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f64>,
+    touched: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
 /// Earlier cases with the most similar descriptions (BM25 over the most recent `capacity`).
 ///
 /// Send + Sync: share one in an `Arc`; queries take a read lock, `record` a write lock.
@@ -204,32 +215,44 @@ impl SimilarCases {
         }
         let n = index.docs.len() as f64;
         let avgdl = (index.total_len as f64 / n).max(1.0);
-        // Scores by sequence offset; terms in sorted order so float sums are reproducible.
-        // Sparse accumulation: only documents sharing a term are touched, so a query costs
-        // O(postings read), never O(window).
+        // Scores accumulate in a dense per-thread scratch array indexed by sequence offset,
+        // reused across queries: only the offsets a query touched are read back and reset, so a
+        // query costs O(postings read), never O(window), and allocates nothing once warm. Terms
+        // are walked in sorted order so each document's float sum is reproducible.
         let first = index.docs.front().map_or(0, |d| d.seq);
-        let mut scores = vec![0.0_f64; (index.next_seq - first) as usize];
-        for term in &query {
-            let Some(list) = index.postings.get(term) else {
-                continue;
-            };
-            let df = list.len() as f64;
-            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-            for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
-                let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
-                let tf = f64::from(p.tf);
-                scores[(p.seq - first) as usize] += idf * tf * (K1 + 1.0) / (tf + norm);
+        let window = (index.next_seq - first) as usize;
+        let mut scored: Vec<(f64, Uuid)> = Vec::new();
+        SCRATCH.with_borrow_mut(|Scratch { scores, touched }| {
+            if scores.len() < window {
+                scores.resize(window, 0.0);
             }
-        }
-        let mut scored: Vec<(f64, Uuid)> = scores
-            .iter()
-            .enumerate()
-            .filter(|(_, score)| **score > 0.0)
-            .filter_map(|(offset, score)| {
-                let id = index.docs[index.position(first + offset as u64)?].id;
-                (Some(id) != exclude).then_some((*score, id))
-            })
-            .collect();
+            for term in &query {
+                let Some(list) = index.postings.get(term) else {
+                    continue;
+                };
+                let df = list.len() as f64;
+                let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
+                    let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
+                    let tf = f64::from(p.tf);
+                    let offset = (p.seq - first) as usize;
+                    if scores[offset] == 0.0 {
+                        touched.push(offset);
+                    }
+                    scores[offset] += idf * tf * (K1 + 1.0) / (tf + norm);
+                }
+            }
+            for offset in touched.drain(..) {
+                let score = std::mem::take(&mut scores[offset]);
+                let Some(position) = index.position(first + offset as u64) else {
+                    continue;
+                };
+                let id = index.docs[position].id;
+                if score > 0.0 && Some(id) != exclude {
+                    scored.push((score, id));
+                }
+            }
+        });
         let by_rank = |a: &(f64, Uuid), b: &(f64, Uuid)| match b.0.total_cmp(&a.0) {
             Ordering::Equal => a.1.cmp(&b.1),
             other => other,
