@@ -70,13 +70,14 @@ impl AlertMonitor {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(event) if event.event == EventKind::CaseCreated => {
-                        metrics.queued();
-                        if target.cast(AlertMsg::Observe(event)).is_err() {
-                            return;
+                    Ok(batch) => {
+                        for event in batch.iter().filter(|e| e.event == EventKind::CaseCreated) {
+                            metrics.queued();
+                            if target.cast(AlertMsg::Observe(event.clone())).is_err() {
+                                return;
+                            }
                         }
                     }
-                    Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "alert monitor lagged behind the event bus");
                     }

@@ -203,13 +203,26 @@ impl RoomHub {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(event) => {
-                        let Some(room) = room_of(&event, &router.settings) else {
-                            continue;
-                        };
-                        match router.room(&room).await {
-                            Ok(actor) => router.send(&actor, RoomMsg::Publish(event)),
-                            Err(e) => tracing::warn!(%room, error = %e, "room event not routed"),
+                    Ok(batch) => {
+                        // One message per room with its events of this commit, in order, so
+                        // the room fans them out together.
+                        let mut by_room: Vec<(String, Vec<Arc<Event>>)> = Vec::new();
+                        for event in batch.iter() {
+                            let Some(room) = room_of(event, &router.settings) else {
+                                continue;
+                            };
+                            match by_room.iter_mut().find(|(name, _)| *name == room) {
+                                Some((_, events)) => events.push(event.clone()),
+                                None => by_room.push((room, vec![event.clone()])),
+                            }
+                        }
+                        for (room, events) in by_room {
+                            match router.room(&room).await {
+                                Ok(actor) => router.send(&actor, RoomMsg::Publish(events)),
+                                Err(e) => {
+                                    tracing::warn!(%room, error = %e, "room events not routed")
+                                }
+                            }
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {

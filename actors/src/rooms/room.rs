@@ -73,8 +73,8 @@ pub enum RoomMsg {
     Join(Box<JoinRequest>, RpcReplyPort<Joined>),
     Leave(ConnId),
     Client(ConnId, ClientFrame),
-    /// A committed event routed to this room.
-    Publish(Arc<Event>),
+    /// The events of one commit routed to this room, in order.
+    Publish(Vec<Arc<Event>>),
     /// The answer to a client frame, computed elsewhere.
     Answer(ConnId, Bytes),
     /// Lapse expired claims.
@@ -302,7 +302,7 @@ impl Actor for ReviewRoom {
             }
             RoomMsg::Leave(conn) => state.leave(conn, "disconnected").await,
             RoomMsg::Client(conn, frame) => state.client(&myself, conn, frame).await,
-            RoomMsg::Publish(event) => state.publish_event(&event).await,
+            RoomMsg::Publish(events) => state.publish_events(&events).await,
             RoomMsg::Answer(conn, frame) => state.send_to(conn, frame),
             RoomMsg::Tick => state.expire_claims().await,
             RoomMsg::ClaimHolder(id, reply) => {
@@ -483,14 +483,26 @@ impl RoomState {
     }
 
     fn broadcast(&mut self, frame: Bytes) {
+        self.broadcast_all(std::slice::from_ref(&frame));
+    }
+
+    /// Queues `frames` for every member, member by member, so each connection's writer finds
+    /// all of them at once and sends them with one flush. A member that cannot take one gets
+    /// none of the rest (it is kicked or gone).
+    fn broadcast_all(&mut self, frames: &[Bytes]) {
         let conns: Vec<ConnId> = self.members.keys().copied().collect();
         for conn in conns {
-            self.send_to(conn, frame.clone());
+            for frame in frames {
+                self.send_to(conn, frame.clone());
+                if self.dropped.last() == Some(&conn) {
+                    break;
+                }
+            }
         }
     }
 
-    /// Numbers, records and fans out one room event.
-    async fn publish(&mut self, name: &str, data: &Value) {
+    /// Numbers and records one room event and returns its frame; the caller fans it out.
+    async fn record(&mut self, name: &str, data: &Value) -> Bytes {
         self.seq += 1;
         let seq = self.seq;
         let frame = protocol::event(seq, name, data, &rfc3339(self.args.clock.now()));
@@ -504,22 +516,41 @@ impl RoomState {
             self.history.pop_front();
         }
         self.args.counters.events.inc();
-        self.broadcast(shared);
         if let Some(writer) = &self.writer {
             writer.append(RoomEntry { seq, frame }).await;
         }
+        shared
     }
 
-    async fn publish_event(&mut self, event: &Event) {
+    /// Numbers, records and fans out one room event.
+    async fn publish(&mut self, name: &str, data: &Value) {
+        let frame = self.record(name, data).await;
+        self.broadcast(frame);
+    }
+
+    /// Numbers and records the room's events of one commit, then fans them out together.
+    async fn publish_events(&mut self, events: &[Arc<Event>]) {
+        let mut frames = Vec::with_capacity(events.len());
+        for event in events {
+            if let Some(frame) = self.record_event(event).await {
+                frames.push(frame);
+            }
+        }
+        self.broadcast_all(&frames);
+    }
+
+    /// Applies a committed event to the room (pending reviews) and records its room event;
+    /// `None` when it is no news to the room.
+    async fn record_event(&mut self, event: &Event) -> Option<Bytes> {
         let data = &event.data;
         let review_id = data["review_id"].as_str().unwrap_or_default().to_string();
         match event.event {
             EventKind::ReviewRequested => {
                 if self.pending.contains_key(&review_id) {
-                    return; // already known (loaded from the store while the event was in flight)
+                    return None; // already known (loaded from the store while the event was in flight)
                 }
                 let Value::Object(mut summary) = data.clone() else {
-                    return;
+                    return None;
                 };
                 summary
                     .entry("room")
@@ -530,13 +561,13 @@ impl RoomState {
                 };
                 let shown = pending.summary(self.args.clock.now());
                 self.pending.insert(review_id, pending);
-                self.publish(event.event.as_str(), &shown).await;
+                Some(self.record(event.event.as_str(), &shown).await)
             }
             EventKind::ReviewCompleted => {
                 self.pending.remove(&review_id);
-                self.publish(event.event.as_str(), data).await;
+                Some(self.record(event.event.as_str(), data).await)
             }
-            _ => self.publish(event.event.as_str(), data).await,
+            _ => Some(self.record(event.event.as_str(), data).await),
         }
     }
 
