@@ -93,7 +93,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let addr = settings.bind_addr()?;
         let telemetry = Arc::new(Telemetry::new());
-        let store = MeteredStore::wrap(open_store(&settings)?, telemetry.clone());
+        let store = MeteredStore::wrap(open_store(&settings).await?, telemetry.clone());
         let triage = Arc::new(load_triage(&settings)?);
         let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
         let auth = Auth::new(&settings);
@@ -339,10 +339,11 @@ async fn start_delivery(
 }
 
 /// The embedded store under `data_dir`, or Redis when `store.url` is set.
-fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
     let s = &settings.store;
     if s.is_redis() {
         let store = RedisStore::connect(&s.url, &s.key_prefix, s.timeout).context("store.url")?;
+        store.migrate().await.context("store.url")?;
         return Ok(Arc::new(store));
     }
     let store = EmbeddedStore::open_with_cache(&s.data_dir, s.durable, s.cache_mb << 20)

@@ -137,7 +137,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(cause) => {
+            StoreError::Unavailable(cause) | StoreError::Fenced(cause) => {
                 tracing::warn!(%cause, "store unavailable");
                 ApiError::unavailable("The store is unavailable; retry shortly")
             }
@@ -154,7 +154,7 @@ impl From<CaseError> for ApiError {
         let status =
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match &e {
-            CaseError::Store(StoreError::Unavailable(cause)) => {
+            CaseError::Store(StoreError::Unavailable(cause) | StoreError::Fenced(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
             }
             CaseError::Store(cause) => tracing::error!(error = %cause, "store failure"),

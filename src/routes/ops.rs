@@ -234,7 +234,8 @@ pub async fn stream(
 
 /// The durable event outbox, in recording order.
 ///
-/// `GET /v1/events?after=msg_…&limit=…` — admin; seed 000 envelopes with their `msg_id`.
+/// `GET /v1/events?after=…&limit=…` — admin; seed 000 envelopes with their `msg_id` and
+/// outbox `position`; `after` takes the previous page's `next_cursor`.
 #[utoipa::path(
     get,
     path = "/v1/events",
@@ -242,7 +243,7 @@ pub async fn stream(
     params(EventsQuery),
     responses(
         (status = 200, description = "One page of events", body = EventList),
-        (status = 400, description = "`INVALID_FORMAT`: `limit`", body = ErrorEnvelope),
+        (status = 400, description = "`INVALID_FORMAT`: `limit` or `after`", body = ErrorEnvelope),
         AdminErrors, ServerErrors,
     ),
     security(("admin_key" = [])),
@@ -255,14 +256,20 @@ pub async fn events(
 ) -> ApiResult<Json<Value>> {
     state.auth.require_admin(&headers, ip)?;
     let limit = query.page_size("limit", 100, 1000)?;
-    let after = query.get("after").filter(|a| !a.is_empty());
-    let events = state.store.outbox(after, limit).await?;
-    let next = events.last().map(|e| e.msg_id.clone());
-    let data: Vec<Value> = events
+    let after = match query.get("after").filter(|a| !a.is_empty()) {
+        None => 0,
+        Some(raw) => raw.parse::<u64>().map_err(|_| {
+            ApiError::invalid_format("after", "after must be a next_cursor of this listing")
+        })?,
+    };
+    let entries = state.store.outbox(after, limit).await?;
+    let next = entries.last().map(|e| e.position.to_string());
+    let data: Vec<Value> = entries
         .iter()
-        .map(|e| {
-            let mut v = e.envelope();
-            v["msg_id"] = json!(e.msg_id);
+        .map(|entry| {
+            let mut v = entry.event.envelope();
+            v["msg_id"] = json!(entry.event.msg_id);
+            v["position"] = json!(entry.position);
             v
         })
         .collect();
@@ -309,7 +316,7 @@ pub async fn inject_panic(
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Events recorded after this `msg_id`.
+    /// Events recorded after this position: the `next_cursor` of the previous page.
     pub after: Option<String>,
     /// Page size, 1-1000; 100 when absent.
     #[param(minimum = 1, maximum = 1000)]
@@ -383,7 +390,7 @@ pub struct ActorSnapshot {
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
     pub data: Vec<OutboxEvent>,
-    /// The last `msg_id` of this page (pass as `after`); `null` when the page is empty.
+    /// The last `position` of this page (pass as `after`); `null` when the page is empty.
     pub next_cursor: Option<String>,
 }
 
@@ -393,6 +400,9 @@ pub struct OutboxEvent {
     /// `msg_` + ULID; the `webhook-id` of every delivery of this event.
     #[schema(pattern = "^msg_[0-9A-Z]{26}$")]
     pub msg_id: String,
+    /// Where the event stands in the outbox: from 1, one more per event, in commit order.
+    #[schema(minimum = 1)]
+    pub position: u64,
     /// `case.created`, `case.updated`, `case.escalated`, `case.resolved`, `review.requested`,
     /// `review.completed`, `feedback.received`, …
     pub event: String,

@@ -254,7 +254,7 @@ impl TestApp {
             if data.is_empty() {
                 return out;
             }
-            after = data.last().unwrap()["msg_id"].as_str().unwrap().to_string();
+            after = page.body["next_cursor"].as_str().unwrap().to_string();
             out.extend(data);
         }
     }

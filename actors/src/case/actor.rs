@@ -318,6 +318,7 @@ async fn persist(
         case,
         events,
         idempotency,
+        fence: None,
     };
     ctx.store.commit(commit.clone()).await?;
     ctx.telemetry.events_recorded(&commit.events);

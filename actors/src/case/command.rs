@@ -39,9 +39,8 @@ impl CaseError {
             CaseError::NotFound | CaseError::ReviewNotFound => "NOT_FOUND",
             CaseError::AlreadyProcessed(_) => "ALREADY_PROCESSED",
             CaseError::InvalidState { .. } => "INVALID_STATE",
-            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => {
-                "SERVICE_UNAVAILABLE"
-            }
+            CaseError::Store(StoreError::Unavailable(_) | StoreError::Fenced(_))
+            | CaseError::Unavailable => "SERVICE_UNAVAILABLE",
             CaseError::Store(_) | CaseError::Internal => "INTERNAL_ERROR",
         }
     }
@@ -51,7 +50,8 @@ impl CaseError {
         match self {
             CaseError::NotFound | CaseError::ReviewNotFound => 404,
             CaseError::AlreadyProcessed(_) | CaseError::InvalidState { .. } => 409,
-            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => 503,
+            CaseError::Store(StoreError::Unavailable(_) | StoreError::Fenced(_))
+            | CaseError::Unavailable => 503,
             CaseError::Store(_) | CaseError::Internal => 500,
         }
     }
@@ -64,9 +64,8 @@ impl CaseError {
             CaseError::AlreadyProcessed(message) | CaseError::InvalidState { message, .. } => {
                 message.clone()
             }
-            CaseError::Store(StoreError::Unavailable(_)) | CaseError::Unavailable => {
-                "The case is temporarily unavailable; retry shortly".into()
-            }
+            CaseError::Store(StoreError::Unavailable(_) | StoreError::Fenced(_))
+            | CaseError::Unavailable => "The case is temporarily unavailable; retry shortly".into(),
             CaseError::Store(_) | CaseError::Internal => {
                 "An internal error occurred; it has been logged".into()
             }

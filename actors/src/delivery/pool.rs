@@ -418,14 +418,18 @@ impl DispatchState {
         endpoints: &HashMap<String, Endpoint>,
     ) -> Result<(), crate::store::StoreError> {
         loop {
+            // The cursor is an outbox position; anything else (a store from before positions)
+            // starts over, which re-enqueues nothing that exists.
             let cursor = self.ctx.store.dispatch_cursor().await?;
-            let events = self.ctx.store.outbox(cursor.as_deref(), 256).await?;
-            let Some(last) = events.last().map(|e| e.msg_id.clone()) else {
+            let after = cursor.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            let entries = self.ctx.store.outbox(after, 256).await?;
+            let Some(last) = entries.last().map(|e| e.position.to_string()) else {
                 return Ok(());
             };
             let fix_configured = self.ctx.fix.is_some();
-            let jobs: Vec<DeliveryJob> = events
+            let jobs: Vec<DeliveryJob> = entries
                 .iter()
+                .map(|entry| &entry.event)
                 .flat_map(|event| {
                     let fix = (event.event == EventKind::FixRequested && fix_configured)
                         .then(|| DeliveryJob::new(event, FIX_ENDPOINT_ID));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{CaseQuery, Commit, IdempotencyRecord, SharedStore};
+use super::{CaseQuery, Commit, IdempotencyRecord, OutboxEntry, SharedStore};
 use crate::case::lifecycle;
 use crate::domain::*;
 use crate::routing::ReviewRouting;
@@ -53,6 +53,41 @@ pub fn new_case(at: DateTime<Utc>) -> (Case, Vec<Event>) {
     )
 }
 
+fn events_of(entries: &[OutboxEntry]) -> Vec<Event> {
+    entries.iter().map(|e| e.event.clone()).collect()
+}
+
+/// Outbox positions follow commit order, not msg id order: an event created first but
+/// committed second comes after the other, so a reader resuming after the first commit's
+/// position still finds it (two cases commit in whichever order they reach the store).
+pub async fn outbox_positions_follow_commit_order(store: SharedStore) {
+    let now = Utc::now();
+    let (mut early, mut early_events) = new_case(now);
+    let (mut late, mut late_events) = new_case(now);
+    early.review = None;
+    late.review = None;
+    early_events.truncate(1);
+    late_events.truncate(1);
+    // Created first (the smaller msg id) …
+    assert!(early_events[0].msg_id < late_events[0].msg_id);
+    // … committed second.
+    for (case, events) in [(late, late_events.clone()), (early, early_events.clone())] {
+        store
+            .commit(Commit {
+                case,
+                events,
+                idempotency: None,
+                fence: None,
+            })
+            .await
+            .unwrap();
+    }
+    let all = store.outbox(0, 10).await.unwrap();
+    assert_eq!(events_of(&all), [late_events, early_events].concat());
+    let resumed = store.outbox(all[0].position, 10).await.unwrap();
+    assert_eq!(resumed, all[1..]);
+}
+
 /// Snapshots, reviews and events written by one commit are all readable afterwards.
 pub async fn commit_then_read(store: SharedStore) {
     let now = Utc::now();
@@ -64,13 +99,13 @@ pub async fn commit_then_read(store: SharedStore) {
             case: case.clone(),
             events: events.clone(),
             idempotency: None,
+            fence: None,
         })
         .await
         .unwrap();
     assert_eq!(store.load_case(id).await.unwrap(), Some(case.clone()));
     assert_eq!(store.load_case(CaseId::new()).await.unwrap(), None);
-    let outbox = store.outbox(None, 100).await.unwrap();
-    assert_eq!(outbox, events);
+    assert_eq!(events_of(&store.outbox(0, 100).await.unwrap()), events);
 
     // A later snapshot replaces the earlier one and appends its events after the first ones.
     let mut later = case.clone();
@@ -93,6 +128,7 @@ pub async fn commit_then_read(store: SharedStore) {
             case: later.clone(),
             events: more.clone(),
             idempotency: None,
+            fence: None,
         })
         .await
         .unwrap();
@@ -103,12 +139,14 @@ pub async fn commit_then_read(store: SharedStore) {
         Some(review)
     );
     assert_eq!(store.load_review(&ReviewId::new()).await.unwrap(), None);
-    let all = store.outbox(None, 100).await.unwrap();
+    let all = store.outbox(0, 100).await.unwrap();
     assert_eq!(all.len(), events.len() + 1);
-    assert_eq!(all.last(), more.last());
-    let after_first = store.outbox(Some(&events[0].msg_id), 100).await.unwrap();
-    assert_eq!(after_first.len(), all.len() - 1);
-    assert_eq!(store.outbox(None, 1).await.unwrap().len(), 1);
+    assert_eq!(all.last().map(|e| &e.event), more.last());
+    let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=all.len() as u64).collect::<Vec<_>>());
+    let after_first = store.outbox(all[0].position, 100).await.unwrap();
+    assert_eq!(after_first, all[1..]);
+    assert_eq!(store.outbox(0, 1).await.unwrap().len(), 1);
 }
 
 /// Idempotency keys resolve within their lifetime and can be purged.
@@ -125,6 +163,7 @@ pub async fn idempotency_keys(store: SharedStore) {
                 case_id: id,
                 created_at: now,
             }),
+            fence: None,
         })
         .await
         .unwrap();
@@ -176,6 +215,7 @@ pub async fn list_newest_first(store: SharedStore) {
                 case,
                 events,
                 idempotency: None,
+                fence: None,
             })
             .await
             .unwrap();
@@ -233,6 +273,7 @@ pub async fn concurrent_commits(store: SharedStore) {
                     case,
                     events,
                     idempotency: None,
+                    fence: None,
                 })
                 .await
                 .unwrap();
@@ -243,7 +284,7 @@ pub async fn concurrent_commits(store: SharedStore) {
         let id = task.await.unwrap();
         assert!(store.load_case(id).await.unwrap().is_some());
     }
-    assert_eq!(store.outbox(None, 1000).await.unwrap().len(), 64);
+    assert_eq!(store.outbox(0, 1000).await.unwrap().len(), 64);
     assert!(store.ping().await.unwrap() < Duration::from_secs(5));
 }
 
@@ -261,7 +302,7 @@ pub async fn standalone_events(store: SharedStore) {
         })
         .collect();
     store.append_events(events.clone()).await.unwrap();
-    assert_eq!(store.outbox(None, 10).await.unwrap(), events);
+    assert_eq!(events_of(&store.outbox(0, 10).await.unwrap()), events);
 }
 
 /// Endpoints are stored, listed in creation order, replaced and deleted.
@@ -301,6 +342,7 @@ where
     Fut: std::future::Future<Output = SharedStore>,
 {
     commit_then_read(fresh().await).await;
+    outbox_positions_follow_commit_order(fresh().await).await;
     idempotency_keys(fresh().await).await;
     list_newest_first(fresh().await).await;
     concurrent_commits(fresh().await).await;
@@ -355,6 +397,130 @@ mod tests {
         .await;
     }
 
+    /// A store written before outbox positions keeps its events, in msg id order, and numbers
+    /// new ones after them.
+    #[tokio::test]
+    async fn embedded_legacy_outbox_is_migrated() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let old: Vec<Event> = (0..3).map(|_| new_case(Utc::now()).1.remove(0)).collect();
+        {
+            let db = redb::Database::create(dir.path().join("casehub.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let legacy: redb::TableDefinition<&str, &[u8]> =
+                    redb::TableDefinition::new("outbox");
+                let mut table = txn.open_table(legacy).unwrap();
+                for event in old.iter().rev() {
+                    let bytes = serde_json::to_vec(event).unwrap();
+                    table
+                        .insert(event.msg_id.as_str(), bytes.as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path(), true).unwrap();
+        let (case, events) = new_case(Utc::now());
+        store
+            .commit(Commit {
+                case,
+                events: events.clone(),
+                idempotency: None,
+                fence: None,
+            })
+            .await
+            .unwrap();
+        let all = store.outbox(0, 100).await.unwrap();
+        assert_eq!(events_of(&all), [old, events].concat());
+        assert_eq!(all.last().unwrap().position, all.len() as u64);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn redis_legacy_outbox_is_migrated() {
+        use redis::AsyncCommands;
+        let server = crate::testing::RedisServer::start();
+        let old: Vec<Event> = (0..3).map(|_| new_case(Utc::now()).1.remove(0)).collect();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for event in &old {
+            let _: () = conn.zadd("m:outbox", &event.msg_id, 0).await.unwrap();
+            let json = serde_json::to_string(event).unwrap();
+            let _: () = conn.hset("m:events", &event.msg_id, json).await.unwrap();
+        }
+        let store =
+            crate::store::RedisStore::connect(&server.url(), "m:", Duration::from_secs(2)).unwrap();
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .append_events(vec![new_case(Utc::now()).1.remove(0)])
+            .await
+            .unwrap();
+        let all = store.outbox(0, 100).await.unwrap();
+        assert_eq!(events_of(&all[..3]), old);
+        let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [1, 2, 3, 4]);
+    }
+
+    /// A fenced commit lands only while its lease holds, and a refused one writes nothing.
+    #[tokio::test]
+    async fn redis_commits_respect_their_fence() {
+        use crate::store::{Fence, StoreError};
+        use redis::AsyncCommands;
+        let server = crate::testing::RedisServer::start();
+        let store =
+            crate::store::RedisStore::connect(&server.url(), "f:", Duration::from_secs(2)).unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let commit = |fence: Fence| {
+            let (case, events) = new_case(Utc::now());
+            Commit {
+                case,
+                events,
+                idempotency: None,
+                fence: Some(fence),
+            }
+        };
+        let hold = |token: &str| Fence {
+            key: "f:lease:x".into(),
+            token: token.into(),
+            take: None,
+        };
+        let take = |token: &str| Fence {
+            take: Some(Duration::from_secs(30)),
+            ..hold(token)
+        };
+
+        // Nobody holds it: holding fails, and nothing is written.
+        let refused = commit(hold("a"));
+        let id = refused.case.case_id;
+        assert!(matches!(
+            store.commit(refused).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(store.load_case(id).await.unwrap(), None);
+        assert!(store.outbox(0, 10).await.unwrap().is_empty());
+
+        // Taking it works once, and sets it with an expiry.
+        store.commit(commit(take("a"))).await.unwrap();
+        let holder: Option<String> = conn.get("f:lease:x").await.unwrap();
+        assert_eq!(holder.as_deref(), Some("a"));
+        let ttl: i64 = conn.pttl("f:lease:x").await.unwrap();
+        assert!(ttl > 0 && ttl <= 30_000, "ttl {ttl}");
+        assert!(matches!(
+            store.commit(commit(take("b"))).await,
+            Err(StoreError::Fenced(_))
+        ));
+
+        // Its holder commits; anyone else is refused.
+        store.commit(commit(hold("a"))).await.unwrap();
+        assert!(matches!(
+            store.commit(commit(hold("b"))).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(store.outbox(0, 10).await.unwrap().len(), 2);
+    }
+
     #[tokio::test]
     async fn redis_outage_is_unavailable_then_recovers() {
         let mut server = crate::testing::RedisServer::start();
@@ -368,6 +534,7 @@ mod tests {
                 case: case.clone(),
                 events,
                 idempotency: None,
+                fence: None,
             })
             .await
             .unwrap();
@@ -406,6 +573,7 @@ mod tests {
                 case: case.clone(),
                 events,
                 idempotency: None,
+                fence: None,
             })
             .await
             .unwrap();
@@ -421,7 +589,8 @@ mod tests {
                 .commit(Commit {
                     case: case.clone(),
                     events: vec![],
-                    idempotency: None
+                    idempotency: None,
+                    fence: None,
                 })
                 .await,
             Err(crate::store::StoreError::Unavailable(_))

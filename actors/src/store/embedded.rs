@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SkipDue, SnapshotStore, StoreError,
-    decode_cursor, encode_cursor,
+    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
+    StoreError, decode_cursor, encode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -34,8 +34,10 @@ const CASE_INDEX: TableDefinition<(u64, u128), ()> = TableDefinition::new("case_
 const REVIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("reviews");
 /// key → (case id, created millis)
 const IDEMPOTENCY: TableDefinition<&str, (u128, i64)> = TableDefinition::new("idempotency");
-/// msg id (ULID-ordered) → event JSON
-const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// outbox position (commit order, from 1) → event JSON
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_log");
+/// The outbox before positions: msg id → event JSON. Moved into [`OUTBOX`] at open.
+const LEGACY_OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// endpoint id (ULID-ordered) → endpoint JSON
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
@@ -104,14 +106,21 @@ impl EmbeddedStore {
             txn.open_table(ENDPOINTS).map_err(backend)?;
             deliveries::create_tables(&txn)?;
             rooms::create_tables(&txn)?;
+            migrate_legacy_outbox(&txn)?;
             txn.commit().map_err(backend)?;
         }
+        let next_position = {
+            let txn = db.begin_read().map_err(backend)?;
+            let outbox = txn.open_table(OUTBOX).map_err(backend)?;
+            let last = outbox.last().map_err(backend)?;
+            last.map_or(1, |(k, _)| k.value() + 1)
+        };
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_db = db.clone();
         let worker = std::thread::Builder::new()
             .name("casehub-store-writer".into())
-            .spawn(move || write_loop(&writer_db, rx, durable))
+            .spawn(move || write_loop(&writer_db, rx, durable, next_position))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
         Ok(Arc::new(EmbeddedStore {
             db: parking_lot::RwLock::new(Some(db)),
@@ -142,6 +151,39 @@ impl EmbeddedStore {
         let txn = db.begin_read().map_err(backend)?;
         f(&txn)
     }
+}
+
+/// Moves the events of a store written before outbox positions into the positioned outbox, in
+/// msg id order (their recording order then). The dispatcher's old cursor (a msg id) no longer
+/// parses as a position, so it fans out from the start once; jobs that exist are kept as they
+/// are, so nothing is sent twice.
+fn migrate_legacy_outbox(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let moved = {
+        let legacy = txn.open_table(LEGACY_OUTBOX).map_err(backend)?;
+        if legacy.is_empty().map_err(backend)? {
+            false
+        } else {
+            let mut outbox = txn.open_table(OUTBOX).map_err(backend)?;
+            let mut position = outbox
+                .last()
+                .map_err(backend)?
+                .map_or(0, |(k, _)| k.value());
+            for entry in legacy.iter().map_err(backend)? {
+                let (_, event) = entry.map_err(backend)?;
+                position += 1;
+                outbox.insert(position, event.value()).map_err(backend)?;
+            }
+            tracing::info!(
+                events = position,
+                "moved the outbox to commit-order positions"
+            );
+            true
+        }
+    };
+    if moved {
+        txn.delete_table(LEGACY_OUTBOX).map_err(backend)?;
+    }
+    Ok(())
 }
 
 fn created_key(t: DateTime<Utc>) -> u64 {
@@ -253,19 +295,20 @@ impl SnapshotStore for EmbeddedStore {
         })
     }
 
-    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.read(|txn| {
             let table = txn.open_table(OUTBOX).map_err(backend)?;
-            let range = match after {
-                Some(after) => table
-                    .range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                None => table.range::<&str>(..),
-            }
-            .map_err(backend)?;
             let mut out = Vec::new();
-            for entry in range.take(limit) {
-                let (_, v) = entry.map_err(backend)?;
-                out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
+            for entry in table
+                .range(after.saturating_add(1)..)
+                .map_err(backend)?
+                .take(limit)
+            {
+                let (position, v) = entry.map_err(backend)?;
+                out.push(OutboxEntry {
+                    position: position.value(),
+                    event: serde_json::from_slice(v.value()).map_err(corrupt)?,
+                });
             }
             Ok(out)
         })

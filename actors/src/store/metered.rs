@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SharedStore, SkipDue, SnapshotStore,
-    StoreError,
+    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SharedStore, SkipDue,
+    SnapshotStore, StoreError,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -81,7 +81,7 @@ impl SnapshotStore for MeteredStore {
         self.timed("list_cases", self.inner.list_cases(query)).await
     }
 
-    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         self.timed("outbox", self.inner.outbox(after, limit)).await
     }
 

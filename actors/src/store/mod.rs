@@ -42,6 +42,17 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A commit's [`Fence`] did not hold: another node owns the case now, so this writer's
+    /// snapshot may be stale. Nothing was written.
+    #[error("lease not held: {0}")]
+    Fenced(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the edge answers 503 rather than 500).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Fenced(_))
+    }
 }
 
 /// An idempotency key bound to the case its first request created.
@@ -62,6 +73,28 @@ pub struct Commit {
     pub events: Vec<Event>,
     /// Set on intake with an `Idempotency-Key`.
     pub idempotency: Option<IdempotencyRecord>,
+    /// The lease this writer must hold, when several nodes share the store.
+    pub fence: Option<Fence>,
+}
+
+/// A lease a commit must hold (CONTRACT §9: one case, one node at a time). A store shared by
+/// several nodes refuses the commit with [`StoreError::Fenced`] unless `key` holds `token`, or,
+/// with `take`, unless it can set `key` to `token` for `take` (a case being created, whose
+/// lease is taken by its first commit). A store only one process can open ignores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fence {
+    pub key: String,
+    pub token: String,
+    pub take: Option<Duration>,
+}
+
+/// One outbox event and where it stands. Positions start at 1 and grow by one per event in
+/// commit order (not in msg id order: two cases commit in whichever order they reach the
+/// store), so a reader that resumes after the last position it read misses nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub position: u64,
+    pub event: Event,
 }
 
 /// A page of cases, newest first.
@@ -109,8 +142,9 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// Cases newest first, optionally by status, cursor-paginated.
     async fn list_cases(&self, query: CaseQuery) -> Result<CasePage, StoreError>;
 
-    /// Outbox events in recording order, after `after` (a msg id), at most `limit`.
-    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Outbox events in commit order after position `after` (0: from the first), at most
+    /// `limit`.
+    async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 
     /// Creates or replaces a webhook endpoint, durably.
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
@@ -124,7 +158,8 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes an endpoint; false when there was none.
     async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Fan-out position: the msg id of the last outbox event the dispatcher has turned into jobs.
+    /// Fan-out position: what the dispatcher stored with its last enqueue (the outbox position
+    /// it has turned into jobs, as text).
     async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError>;
 
     /// Atomically inserts `jobs` (skipping any (endpoint id, msg id) that already exists, so its

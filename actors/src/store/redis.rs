@@ -7,7 +7,8 @@
 //! | `{p}review:{id}` | string | review (JSON) |
 //! | `{p}idem:{key}` | string | `{case id}\|{created millis}` |
 //! | `{p}idem_index` | sorted set | idempotency keys by creation millis, for purging |
-//! | `{p}outbox` | sorted set, lex | message ids (ULIDs sort by creation) |
+//! | `{p}outbox_log` | sorted set | message ids by outbox position (commit order) |
+//! | `{p}outbox_seq` | string | the last outbox position given out |
 //! | `{p}events` | hash | message id → event (JSON) |
 //! | `{p}endpoints` | hash | webhook endpoint id → endpoint (JSON) |
 //! | `{p}delivery:{endpoint}:{msg}` | string | delivery job (JSON) |
@@ -19,11 +20,13 @@
 //! | `{p}room:{room}:history` | stream | the room's newest events, entry id `0-{seq}` |
 //! | `{p}room:{room}:pending` | set | review ids left pending by their last commit |
 //!
-//! A commit is one `MULTI`/`EXEC`, so a snapshot and the events it caused land together or not at
-//! all; enqueuing delivery jobs is one Lua script ([`deliveries`] says why). Every operation has a
+//! A commit is one Lua script ([`commit`] says why), so a snapshot and the events it caused land
+//! together or not at all, and only while the writer's lease holds; enqueuing delivery jobs is
+//! another ([`deliveries`] says why). Every operation has a
 //! deadline: while Redis is unreachable callers get [`StoreError::Unavailable`] promptly (the
 //! edge answers 503), and the connection manager reconnects by itself when Redis is back.
 
+mod commit;
 mod deliveries;
 mod rooms;
 
@@ -36,8 +39,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
 use super::{
-    CasePage, CaseQuery, Commit, RoomEntry, RoomMeta, SkipDue, SnapshotStore, StoreError,
-    decode_cursor,
+    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
+    StoreError, decode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -61,7 +64,13 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn map_err(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    if e.code() == Some("FENCED") {
+        StoreError::Fenced(e.to_string())
+    } else if e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
@@ -127,54 +136,11 @@ impl RedisStore {
 #[async_trait]
 impl SnapshotStore for RedisStore {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let case = &commit.case;
-        let id = case.case_id;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.set(self.key(&format!("case:{id}")), encode(case)?)
-            .ignore();
-        pipe.zadd(
-            self.key("cases"),
-            index_member(created_us(case.created_at), id),
-            0,
-        )
-        .ignore();
-        if let Some(review) = &case.review {
-            pipe.set(
-                self.key(&format!("review:{}", review.review_id)),
-                encode(review)?,
-            )
-            .ignore();
-            self.index_review(&mut pipe, review);
-        }
-        if let Some(rec) = &commit.idempotency {
-            let at = rec.created_at.timestamp_millis();
-            pipe.set(
-                self.key(&format!("idem:{}", rec.key)),
-                format!("{}|{at}", rec.case_id),
-            )
-            .ignore();
-            pipe.zadd(self.key("idem_index"), &rec.key, at).ignore();
-        }
-        for event in &commit.events {
-            pipe.zadd(self.key("outbox"), &event.msg_id, 0).ignore();
-            pipe.hset(self.key("events"), &event.msg_id, encode(event)?)
-                .ignore();
-        }
-        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        self.commit_case(&commit).await
     }
 
     async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for event in &events {
-            pipe.zadd(self.key("outbox"), &event.msg_id, 0).ignore();
-            pipe.hset(self.key("events"), &event.msg_id, encode(event)?)
-                .ignore();
-        }
-        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        self.commit_events(&events).await
     }
 
     async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
@@ -292,15 +258,16 @@ impl SnapshotStore for RedisStore {
         }
     }
 
-    async fn outbox(&self, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let lower = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
-        let index = self.key("outbox");
-        let ids: Vec<String> = self
+    async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let index = self.key("outbox_log");
+        // Scores are positions; read as floats (RESP3 sends doubles), exact below 2^53.
+        let positioned: Vec<(String, f64)> = self
             .run(|mut c| async move {
-                redis::cmd("ZRANGEBYLEX")
+                redis::cmd("ZRANGEBYSCORE")
                     .arg(index)
-                    .arg(lower)
-                    .arg("+")
+                    .arg(format!("({after}"))
+                    .arg("+inf")
+                    .arg("WITHSCORES")
                     .arg("LIMIT")
                     .arg(0)
                     .arg(limit)
@@ -308,9 +275,10 @@ impl SnapshotStore for RedisStore {
                     .await
             })
             .await?;
-        if ids.is_empty() {
+        if positioned.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&String> = positioned.iter().map(|(id, _)| id).collect();
         let events = self.key("events");
         let raws: Vec<Option<Vec<u8>>> = self
             .run(|mut c| async move {
@@ -321,7 +289,17 @@ impl SnapshotStore for RedisStore {
                     .await
             })
             .await?;
-        raws.into_iter().flatten().map(|r| decode(&r)).collect()
+        positioned
+            .iter()
+            .zip(raws)
+            .filter_map(|((_, position), raw)| raw.map(|raw| (*position as u64, raw)))
+            .map(|(position, raw)| {
+                Ok(OutboxEntry {
+                    position,
+                    event: decode(&raw)?,
+                })
+            })
+            .collect()
     }
 
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {

@@ -91,6 +91,7 @@ pub async fn pending_index_follows_commits(store: SharedStore) {
             case: case.clone(),
             events,
             idempotency: None,
+            fence: None,
         })
         .await
         .unwrap();
@@ -106,6 +107,7 @@ pub async fn pending_index_follows_commits(store: SharedStore) {
             case,
             events: vec![],
             idempotency: None,
+            fence: None,
         })
         .await
         .unwrap();

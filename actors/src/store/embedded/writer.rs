@@ -57,7 +57,16 @@ impl Write {
 
 /// Runs until every sender is dropped, answering each write once its batch is committed (or
 /// failed: one failing write fails its whole batch, as they share one transaction).
-pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, durable: bool) {
+///
+/// Outbox positions are assigned here, from `next_position` on, in the order the writes are
+/// applied: the one thread that commits is the one that numbers, so positions follow commit
+/// order exactly.
+pub(super) fn write_loop(
+    db: &Database,
+    mut rx: mpsc::Receiver<(Write, Reply)>,
+    durable: bool,
+    mut next_position: u64,
+) {
     let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -68,7 +77,12 @@ pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, 
             }
         }
         let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
-        let outcome = apply_batch(db, &writes, durable);
+        let mut position = next_position;
+        let outcome = apply_batch(db, &writes, durable, &mut position);
+        if outcome.is_ok() {
+            // A failed batch wrote nothing: its positions are used again.
+            next_position = position;
+        }
         for (_, reply) in batch.drain(..) {
             let answer = match &outcome {
                 Ok(()) => Ok(()),
@@ -79,7 +93,12 @@ pub(super) fn write_loop(db: &Database, mut rx: mpsc::Receiver<(Write, Reply)>, 
     }
 }
 
-fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), StoreError> {
+fn apply_batch(
+    db: &Database,
+    writes: &[&Write],
+    durable: bool,
+    position: &mut u64,
+) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
     let durability = if writes.iter().any(|w| w.must_sync(durable)) {
         Durability::Immediate
@@ -126,12 +145,7 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
                     continue;
                 }
                 Write::Events(events) => {
-                    for event in events {
-                        let bytes = serde_json::to_vec(event).map_err(backend)?;
-                        outbox
-                            .insert(event.msg_id.as_str(), bytes.as_slice())
-                            .map_err(backend)?;
-                    }
+                    append_outbox(&mut outbox, events, position)?;
                     continue;
                 }
             };
@@ -156,15 +170,26 @@ fn apply_batch(db: &Database, writes: &[&Write], durable: bool) -> Result<(), St
                 )
                 .map_err(backend)?;
             }
-            for event in &commit.events {
-                let bytes = serde_json::to_vec(event).map_err(backend)?;
-                outbox
-                    .insert(event.msg_id.as_str(), bytes.as_slice())
-                    .map_err(backend)?;
-            }
+            append_outbox(&mut outbox, &commit.events, position)?;
         }
     }
     txn.commit().map_err(backend)
+}
+
+/// Appends `events` to the outbox at the next positions.
+fn append_outbox(
+    outbox: &mut redb::Table<u64, &[u8]>,
+    events: &[Event],
+    position: &mut u64,
+) -> Result<(), StoreError> {
+    for event in events {
+        let bytes = serde_json::to_vec(event).map_err(backend)?;
+        outbox
+            .insert(*position, bytes.as_slice())
+            .map_err(backend)?;
+        *position += 1;
+    }
+    Ok(())
 }
 
 fn open_deliveries<'a, 'txn>(

@@ -7,22 +7,12 @@
 use redis::streams::StreamRangeReply;
 
 use super::RedisStore;
-use crate::domain::{Review, ReviewId, ReviewStatus};
+use crate::domain::ReviewId;
 use crate::store::{RoomEntry, RoomMeta, StoreError};
 
 impl RedisStore {
-    fn room_key(&self, room: &str, what: &str) -> String {
+    pub(super) fn room_key(&self, room: &str, what: &str) -> String {
         self.key(&format!("room:{room}:{what}"))
-    }
-
-    /// Adds the pending-index update for `review` to a commit's transaction.
-    pub(super) fn index_review(&self, pipe: &mut redis::Pipeline, review: &Review) {
-        let key = self.room_key(&review.room, "pending");
-        if review.status == ReviewStatus::Pending {
-            pipe.sadd(key, review.review_id.as_str()).ignore();
-        } else {
-            pipe.srem(key, review.review_id.as_str()).ignore();
-        }
     }
 
     pub(super) async fn meta_of_room(&self, room: &str) -> Result<Option<RoomMeta>, StoreError> {
