@@ -16,6 +16,7 @@ use casehub_actors::alerts::{AlertArgs, AlertMonitor};
 use casehub_actors::bus::EventBus;
 use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
+use casehub_actors::cluster::Cluster;
 use casehub_actors::delivery::fix::{FixOutcomes, FixRoute};
 use casehub_actors::delivery::pool::{DeliveryDispatcher, DispatchMsg, PoolContext, PoolSettings};
 use casehub_actors::delivery::sealing::{SecretSealer, seal_stored};
@@ -94,6 +95,7 @@ impl Application {
         let addr = settings.bind_addr()?;
         let telemetry = Arc::new(Telemetry::new());
         let store = MeteredStore::wrap(open_store(&settings).await?, telemetry.clone());
+        let cluster = open_cluster(&settings)?;
         let triage = Arc::new(load_triage(&settings)?);
         let similar = Arc::new(SimilarCases::new(settings.triage.similar_cases_window));
         let auth = Auth::new(&settings);
@@ -110,6 +112,7 @@ impl Application {
         let room_bus = bus.clone();
         let ctx = Arc::new(CaseContext {
             store: store.clone(),
+            cluster: cluster.clone(),
             triage,
             similar,
             clock,
@@ -130,6 +133,7 @@ impl Application {
             restart_budget: c.restart_budget,
             restart_window: c.restart_window,
             drain_timeout: settings.server.shutdown_timeout,
+            lease_wait: settings.server.request_timeout,
         };
         let cases = CaseDirectory::start(
             ctx,
@@ -163,6 +167,7 @@ impl Application {
             settings,
             cases,
             store,
+            cluster,
             auth,
             limits,
             telemetry,
@@ -259,6 +264,8 @@ impl Application {
             .dispatcher
             .stop_and_wait(None, Some(Duration::from_secs(2)))
             .await;
+        // Other nodes sharing the store take over at once instead of after the lease ttl.
+        state.cluster.release_all().await;
         state.store.close().await;
         tracing::info!("casehub stopped");
         Ok(())
@@ -339,6 +346,18 @@ async fn start_delivery(
 }
 
 /// The embedded store under `data_dir`, or Redis when `store.url` is set.
+/// This node's place among the nodes sharing the store: shared on Redis, single otherwise.
+fn open_cluster(settings: &Settings) -> anyhow::Result<Cluster> {
+    let s = &settings.store;
+    if !s.is_redis() {
+        return Ok(Cluster::single());
+    }
+    let cluster = Cluster::shared(&s.url, &s.key_prefix, s.timeout, &settings.cluster)
+        .context("store.url")?;
+    tracing::info!(node = %cluster.node(), "cluster node on the shared store");
+    Ok(cluster)
+}
+
 async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
     let s = &settings.store;
     if s.is_redis() {

@@ -44,6 +44,7 @@ impl std::fmt::Debug for Secret {
 pub struct Settings {
     pub server: ServerSettings,
     pub store: StoreSettings,
+    pub cluster: casehub_actors::cluster::ClusterSettings,
     pub auth: AuthSettings,
     pub rate_limits: RateLimitSettings,
     pub cases: CaseSettings,
@@ -334,6 +335,21 @@ impl Settings {
         }
         if self.store.timeout.is_zero() {
             return fail("store.timeout: must be positive".into());
+        }
+        let c = &self.cluster;
+        if c.lease_ttl < Duration::from_secs(1) || c.lease_ttl < self.store.timeout * 2 {
+            return fail(
+                "cluster.lease_ttl: must be at least 1s and twice store.timeout (a renewal may                  take a store.timeout)"
+                    .into(),
+            );
+        }
+        if !c
+            .node_id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            || c.node_id.len() > 64
+        {
+            return fail("cluster.node_id: letters, digits, - and _ only, at most 64".into());
         }
         if self.auth.api_keys.is_empty() {
             return fail("auth.api_keys: at least one key is required".into());

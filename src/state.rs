@@ -25,6 +25,8 @@ pub struct Inner {
     pub settings: Settings,
     pub cases: CaseDirectory,
     pub store: SharedStore,
+    /// This node among the nodes sharing the store (single on the embedded store).
+    pub cluster: casehub_actors::cluster::Cluster,
     pub auth: Auth,
     pub limits: Arc<RateLimits>,
     pub telemetry: Arc<Telemetry>,

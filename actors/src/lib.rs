@@ -4,7 +4,9 @@
 //! - [`triage`]: the rule-driven classifier, the knowledge base and similar-case search.
 //! - [`case`]: one supervised [`case::actor::CaseActor`] per active case, under sharded
 //!   supervisors reached through [`case::CaseDirectory`]; passivation and restarts.
-//! - [`store`]: the [`store::SnapshotStore`] trait and the embedded (redb) implementation.
+//! - [`store`]: the [`store::SnapshotStore`] trait, the embedded (redb) and Redis stores.
+//! - [`cluster`]: several nodes on one Redis: leases (who hosts a case, a room, the fan-out)
+//!   and the channels nodes talk over.
 //! - [`bus`]: committed events fanned out in process.
 //! - [`delivery`]: outgoing webhooks: endpoints, the durable delivery queue and the worker pool.
 //! - [`alerts`]: the `AlertMonitor` actor; [`telemetry`]: the one metrics registry.
@@ -14,6 +16,7 @@ pub mod alerts;
 pub mod bus;
 pub mod case;
 pub mod clock;
+pub mod cluster;
 pub mod delivery;
 pub mod domain;
 pub mod links;

@@ -39,6 +39,15 @@ impl TestStore {
         }
     }
 
+    /// A private `redis-server` with a fresh key prefix, whatever the suite runs against (for
+    /// tests of several nodes sharing one store).
+    pub fn private_redis() -> TestStore {
+        TestStore::Redis {
+            server: RedisServer::start(),
+            prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
     /// Points `settings` at this store.
     pub fn apply(&self, settings: &mut Settings) {
         match self {

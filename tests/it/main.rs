@@ -2,6 +2,7 @@
 //! binary, for kill -9) and talks HTTP to it.
 
 mod cli;
+mod cluster;
 mod console;
 mod crash;
 mod delivery;

@@ -167,14 +167,9 @@ async fn idle_case_actors_passivate_and_rehydrate() {
         clock.clone(),
     )
     .await;
-    let mut ids = Vec::new();
+    let mut cases = Vec::new();
     for _ in 0..4 {
-        ids.push(
-            app.intake(SSL).await["case_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        cases.push(app.intake(SSL).await);
     }
     // Nothing is idle yet by the injected clock, however long real time passes.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -187,8 +182,19 @@ async fn idle_case_actors_passivate_and_rehydrate() {
     })
     .await;
     assert_eq!(stats["passivations"], json!(4));
-    for id in &ids {
+    // The next command rehydrates each case from its snapshot.
+    for case in &cases {
+        let id = case["case_id"].as_str().unwrap();
         assert_eq!(app.status(id).await["status"], json!("triaged"));
+        let offered = app
+            .post(
+                "/webhook/support/self-service",
+                json!({"case_id": id, "customer_id": case["customer_id"]}),
+            )
+            .await
+            .ok();
+        assert_eq!(offered["status"], json!("in_progress"));
+        assert_eq!(app.status(id).await["status"], json!("in_progress"));
     }
     assert!(case_actors(&app).await["spawns"].as_u64().unwrap() >= 8);
     app.stop().await;

@@ -15,7 +15,7 @@ use super::lifecycle::{self, Effects};
 use super::supervisor::SupervisorMsg;
 use crate::delivery::fix::{FIX_ENDPOINT_ID, FixResult};
 use crate::domain::{Case, CaseId, CaseStatus};
-use crate::store::{Commit, IdempotencyRecord};
+use crate::store::{Commit, IdempotencyRecord, StoreError};
 use crate::triage::TriageInput;
 
 /// How many similar cases triage attaches.
@@ -159,7 +159,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             created_at: now,
         });
         let description = case.description.clone();
-        match persist(&ctx, case, events, idempotency, 0).await {
+        match persist(&state.args, case, events, idempotency, 0).await {
             Ok(case) => {
                 ctx.similar.record(case.case_id.0, &description);
                 *slot = Some(case.clone());
@@ -216,7 +216,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             let Some(effects) = effects else {
                 return Stored::Known;
             };
-            return match persist(&ctx, work, effects.events, None, before).await {
+            return match persist(&state.args, work, effects.events, None, before).await {
                 Ok(case) => {
                     *slot = Some(case);
                     Stored::Known
@@ -274,7 +274,7 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             return Stored::Known;
         }
     };
-    match persist(&ctx, work, events, None, before).await {
+    match persist(&state.args, work, events, None, before).await {
         Ok(case) => {
             *slot = Some(case.clone());
             let _ = reply.send(Ok(case));
@@ -306,21 +306,50 @@ async fn fix_outcome(
 }
 
 /// Commits the snapshot and its events, then publishes the events. Returns the stored case.
+///
+/// When nodes share the store the commit carries the case's lease as a fence: a new case's
+/// first commit takes it, every later one must still hold it. A fenced commit means another
+/// node hosts the case now: the supervisor retires this actor, the caller gets 503.
 async fn persist(
-    ctx: &CaseContext,
+    args: &CaseArgs,
     mut case: Case,
     events: Vec<crate::domain::Event>,
     idempotency: Option<IdempotencyRecord>,
     history_before: usize,
 ) -> Result<Case, CaseError> {
+    let ctx = &args.ctx;
+    let lease = super::lease_name(case.case_id);
+    let created = case.version == 0;
+    let lease_lost = || {
+        let _ = args.supervisor.cast(SupervisorMsg::LeaseLost(args.case_id));
+    };
+    let fence = if created {
+        ctx.cluster.fence_to_take(&lease)
+    } else {
+        match ctx.cluster.fence(&lease) {
+            Ok(fence) => fence,
+            Err(e) => {
+                lease_lost();
+                return Err(e.into());
+            }
+        }
+    };
     case.version += 1;
     let commit = Commit {
         case,
         events,
         idempotency,
-        fence: None,
+        fence,
     };
-    ctx.store.commit(commit.clone()).await?;
+    if let Err(e) = ctx.store.commit(commit.clone()).await {
+        if matches!(e, StoreError::Fenced(_)) {
+            lease_lost();
+        }
+        return Err(e.into());
+    }
+    if let (true, Some(fence)) = (created, &commit.fence) {
+        ctx.cluster.adopt(&lease, fence);
+    }
     ctx.telemetry.events_recorded(&commit.events);
     for entry in commit.case.history.iter().skip(history_before) {
         ctx.telemetry.transition(entry.status);

@@ -9,9 +9,13 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use uuid::Uuid;
 
+use tokio::sync::broadcast::error::RecvError;
+
 use super::CaseContext;
 use super::command::{CaseError, CaseMsg, CaseReply, CollaborativeRequest, ReviewDecision};
 use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
+use crate::cluster::Cluster;
+use crate::cluster::link::Received;
 use crate::delivery::fix::FixOutcomes;
 use crate::domain::{Case, CaseId, CaseStatus, Decision, Intake};
 use crate::store::{CaseQuery, StoreError};
@@ -54,8 +58,10 @@ impl CaseDirectory {
                 .spawned(&format_args!("case-supervisor-{shard}"));
             refs.push(actor);
         }
+        let shards = Arc::new(refs);
+        listen_for_handovers(&ctx.cluster, shards.clone()).await;
         Ok(CaseDirectory {
-            shards: Arc::new(refs),
+            shards,
             ctx,
             call_timeout,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
@@ -68,8 +74,7 @@ impl CaseDirectory {
     }
 
     fn shard(&self, id: CaseId) -> &ActorRef<SupervisorMsg> {
-        let n = self.shards.len() as u128;
-        &self.shards[(id.0.as_u128() % n) as usize]
+        shard_of(&self.shards, id)
     }
 
     async fn call(
@@ -246,6 +251,48 @@ impl CaseDirectory {
                 .stopped(&format_args!("case-supervisor-{n}"));
         }
     }
+}
+
+fn shard_of(shards: &[ActorRef<SupervisorMsg>], id: CaseId) -> &ActorRef<SupervisorMsg> {
+    &shards[(id.0.as_u128() % shards.len() as u128) as usize]
+}
+
+/// When nodes share the store: hands a case over when another node asks for it (its release
+/// channel), and retires the actor of a case whose lease was lost. Nothing to do when single.
+async fn listen_for_handovers(cluster: &Cluster, shards: Arc<Vec<ActorRef<SupervisorMsg>>>) {
+    let Some(mut requests) = cluster
+        .subscribe(&super::release_channel(cluster.node()))
+        .await
+    else {
+        return;
+    };
+    let asked = shards.clone();
+    tokio::spawn(async move {
+        // A lost request is asked again by the node waiting for the case.
+        while let Some(item) = requests.recv().await {
+            let Received::Message(payload) = item else {
+                continue;
+            };
+            if let Some(id) = std::str::from_utf8(&payload).ok().and_then(CaseId::parse) {
+                let _ = shard_of(&asked, id).cast(SupervisorMsg::Release(id));
+            }
+        }
+    });
+    let mut lost = cluster.lost();
+    tokio::spawn(async move {
+        loop {
+            match lost.recv().await {
+                Ok(name) => {
+                    let id = name.strip_prefix("case:").and_then(CaseId::parse);
+                    if let Some(id) = id {
+                        let _ = shard_of(&shards, id).cast(SupervisorMsg::LeaseLost(id));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 impl FixOutcomes for CaseDirectory {

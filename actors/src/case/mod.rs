@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use crate::bus::EventBus;
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
+use crate::domain::CaseId;
 use crate::links::LinkSigner;
 use crate::routing::ReviewRouting;
 use crate::store::SharedStore;
@@ -25,6 +27,8 @@ use crate::triage::{SimilarCases, Triage};
 #[derive(Debug)]
 pub struct CaseContext {
     pub store: SharedStore,
+    /// Who else shares the store: a case is hosted by the node holding its lease.
+    pub cluster: Cluster,
     pub triage: Arc<Triage>,
     pub similar: Arc<SimilarCases>,
     pub clock: SharedClock,
@@ -41,4 +45,14 @@ pub struct CaseContext {
     pub fix_executor: bool,
     /// Enables [`CaseMsg::InjectPanic`] (tests only).
     pub fault_injection: bool,
+}
+
+/// The name of the lease whose holder hosts case `id` (CONTRACT §9).
+pub fn lease_name(id: CaseId) -> String {
+    format!("case:{id}")
+}
+
+/// The channel on which other nodes ask `node` to hand its cases over.
+pub fn release_channel(node: &str) -> String {
+    format!("node:{node}:release")
 }

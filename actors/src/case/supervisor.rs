@@ -8,8 +8,14 @@
 //! Retiring an actor (idle passivation, or a lookup of a case that does not exist) drains it:
 //! queued commands still run. Until the old actor has terminated, new commands for that case
 //! are parked here and handed to a fresh actor afterwards, so one case never has two writers.
+//!
+//! When several nodes share the store, a case is hosted only by the node holding its lease
+//! ([`crate::cluster`]). A command for a case this node does not hold is parked while a task
+//! takes the lease, asking the holder to hand the case over (it drains its actor and gives the
+//! lease back); a read of a case hosted elsewhere is answered from the store instead. A new
+//! case takes its lease with its first commit, so intake waits for nobody.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +28,7 @@ use ractor::{
 use super::CaseContext;
 use super::actor::{CaseActor, CaseArgs};
 use super::command::{CaseError, CaseMsg};
+use crate::cluster::{Acquired, Cluster};
 use crate::domain::CaseId;
 
 /// Supervision limits of a shard.
@@ -41,6 +48,8 @@ pub struct SupervisorSettings {
     pub restart_window: Duration,
     /// How long shutdown waits for case actors to drain.
     pub drain_timeout: Duration,
+    /// How long a command waits for the lease of a case hosted by another node.
+    pub lease_wait: Duration,
 }
 
 /// Messages a shard supervisor handles.
@@ -54,6 +63,14 @@ pub enum SupervisorMsg {
     Sweep,
     /// Refuse new commands, drain every case actor and wait for them (shutdown).
     DrainAll(RpcReplyPort<()>),
+    /// This node now holds the case's lease: host it and run what waited.
+    LeaseGranted(CaseId),
+    /// The case's lease could not be had in time: what waited is refused (503).
+    LeaseRefused(CaseId),
+    /// Another node asks for the case: drain its actor and give the lease back.
+    Release(CaseId),
+    /// The case's lease is gone (lapsed, or a commit was fenced): retire its actor.
+    LeaseLost(CaseId),
 }
 
 /// The supervisor actor type.
@@ -77,8 +94,13 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, CaseId>,
     /// Deliveries so far (the recency order of `Live::used_at`).
     uses: u64,
-    /// Cases whose previous actor is still stopping, with the commands waiting for the next one.
+    /// Cases whose previous actor is still stopping, or whose lease is being taken, with the
+    /// commands waiting for the next actor.
     parked: HashMap<CaseId, Vec<CaseMsg>>,
+    /// Cases whose lease a task is taking (their commands are parked).
+    leasing: HashSet<CaseId>,
+    /// Cases being handed to another node: their lease goes back once the actor has stopped.
+    handing_over: HashSet<CaseId>,
     /// Recent failure times per case, for the restart budget.
     failures: HashMap<CaseId, Vec<DateTime<Utc>>>,
     draining: bool,
@@ -102,6 +124,8 @@ impl Actor for CaseSupervisor {
             by_actor: HashMap::new(),
             uses: 0,
             parked: HashMap::new(),
+            leasing: HashSet::new(),
+            handing_over: HashSet::new(),
             failures: HashMap::new(),
             draining: false,
             sweeper: None,
@@ -177,6 +201,42 @@ impl Actor for CaseSupervisor {
                     .await;
                 let _ = reply.send(());
             }
+            SupervisorMsg::LeaseGranted(case_id) => {
+                state.leasing.remove(&case_id);
+                let waiting = state.parked.remove(&case_id).unwrap_or_default();
+                if waiting.is_empty() || state.draining {
+                    for msg in waiting {
+                        msg.fail(CaseError::Unavailable);
+                    }
+                    state.give_back(case_id);
+                } else {
+                    for msg in waiting {
+                        state.deliver(&myself, case_id, msg).await;
+                    }
+                }
+            }
+            SupervisorMsg::LeaseRefused(case_id) => {
+                state.leasing.remove(&case_id);
+                for msg in state.parked.remove(&case_id).unwrap_or_default() {
+                    msg.fail(CaseError::Unavailable);
+                }
+            }
+            SupervisorMsg::Release(case_id) => {
+                if state.live.contains_key(&case_id) {
+                    tracing::debug!(case_id = %case_id, "handing the case over to another node");
+                    state.handing_over.insert(case_id);
+                    state.retire(case_id);
+                } else if !state.parked.contains_key(&case_id) {
+                    // Not hosted here (any more): a lease left behind goes back.
+                    state.give_back(case_id);
+                }
+            }
+            SupervisorMsg::LeaseLost(case_id) => {
+                if state.live.contains_key(&case_id) {
+                    tracing::warn!(case_id = %case_id, "case lease lost; retiring its actor");
+                    state.retire(case_id);
+                }
+            }
         }
         state.ctx.supervisor_metrics.handled(started.elapsed());
         Ok(())
@@ -207,11 +267,12 @@ impl Actor for CaseSupervisor {
         {
             state.live.remove(&case_id);
         }
+        let handed_over = state.handing_over.remove(&case_id);
         if failed {
             state.ctx.metrics.failed(&case_id);
             let now = state.ctx.clock.now();
             state.failures.entry(case_id).or_default().push(now);
-            if !state.draining && state.within_budget(case_id) {
+            if !state.draining && !handed_over && state.within_budget(case_id) {
                 // Restart at once from the last snapshot, so the case is live again.
                 if state.spawn(&myself, case_id).await.is_some() {
                     state.ctx.metrics.restarted(&case_id);
@@ -219,10 +280,27 @@ impl Actor for CaseSupervisor {
                 }
             }
         }
-        if let Some(waiting) = state.parked.remove(&case_id) {
-            for msg in waiting {
-                state.deliver(&myself, case_id, msg).await;
+        if state.live.contains_key(&case_id) {
+            // Restarted: the parked commands go to the new actor.
+            if let Some(waiting) = state.parked.remove(&case_id) {
+                for msg in waiting {
+                    state.deliver(&myself, case_id, msg).await;
+                }
             }
+            return Ok(());
+        }
+        if handed_over {
+            // Another node asked for it: the lease goes back even if commands arrived here
+            // meanwhile; those compete for it again.
+            state.give_back(case_id);
+        }
+        match state.parked.remove(&case_id) {
+            Some(waiting) if !waiting.is_empty() => {
+                for msg in waiting {
+                    state.deliver(&myself, case_id, msg).await;
+                }
+            }
+            _ => state.give_back(case_id),
         }
         Ok(())
     }
@@ -249,6 +327,18 @@ impl SupervisorState {
             None => {
                 if !self.within_budget(case_id) {
                     msg.fail(CaseError::Unavailable);
+                    return;
+                }
+                let cluster = &self.ctx.cluster;
+                // A new case takes its lease with its first commit; anything else needs the
+                // lease first, except a read, which the store answers.
+                if !matches!(msg, CaseMsg::Create { .. })
+                    && !cluster.holds(&super::lease_name(case_id))
+                {
+                    match msg {
+                        CaseMsg::Get { reply } => self.read_from_store(case_id, reply),
+                        msg => self.take_lease(myself, case_id, msg),
+                    }
                     return;
                 }
                 match self.spawn(myself, case_id).await {
@@ -303,6 +393,52 @@ impl SupervisorState {
         }
     }
 
+    /// Answers a read of a case this node does not host from its last committed snapshot.
+    fn read_from_store(&self, case_id: CaseId, reply: super::command::CaseReply) {
+        let store = self.ctx.store.clone();
+        tokio::spawn(async move {
+            let answer = match store.load_case(case_id).await {
+                Ok(Some(case)) => Ok(case),
+                Ok(None) => Err(CaseError::NotFound),
+                Err(e) => Err(e.into()),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Parks `msg` and starts a task taking the case's lease (asking its holder to hand the
+    /// case over), which answers with `LeaseGranted` or `LeaseRefused`.
+    fn take_lease(&mut self, myself: &ActorRef<SupervisorMsg>, case_id: CaseId, msg: CaseMsg) {
+        self.parked.entry(case_id).or_default().push(msg);
+        if !self.leasing.insert(case_id) {
+            return;
+        }
+        let cluster = self.ctx.cluster.clone();
+        let myself = myself.clone();
+        let wait = self.settings.lease_wait;
+        tokio::spawn(async move {
+            let granted = take_lease(&cluster, case_id, wait).await;
+            let msg = if granted {
+                SupervisorMsg::LeaseGranted(case_id)
+            } else {
+                SupervisorMsg::LeaseRefused(case_id)
+            };
+            if myself.cast(msg).is_err() && granted {
+                // The supervisor is gone (shutdown): nobody will host it.
+                cluster.release(&super::lease_name(case_id)).await;
+            }
+        });
+    }
+
+    /// Gives the case's lease back, if held (in the background; a no-op when single).
+    fn give_back(&self, case_id: CaseId) {
+        let cluster = &self.ctx.cluster;
+        let name = super::lease_name(case_id);
+        if cluster.is_shared() && cluster.holds(&name) {
+            tokio::spawn(cluster.release_owned(name));
+        }
+    }
+
     /// Drains the case's actor; commands arriving meanwhile are parked until it has stopped.
     fn retire(&mut self, case_id: CaseId) {
         if let Some(live) = self.live.remove(&case_id) {
@@ -350,3 +486,39 @@ impl SupervisorState {
         times.len() <= self.settings.restart_budget
     }
 }
+
+/// Takes the lease of `case_id` within `wait`: while another node holds it, asks that node (at
+/// most every [`ASK_EVERY`]) to hand the case over, polling with a short back-off. False when
+/// the wait is over (or the store cannot be reached in time).
+async fn take_lease(cluster: &Cluster, case_id: CaseId, wait: Duration) -> bool {
+    let name = super::lease_name(case_id);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut backoff = Duration::from_millis(2);
+    let mut asked: Option<tokio::time::Instant> = None;
+    loop {
+        match cluster.acquire(&name).await {
+            Ok(Acquired::Taken) => return true,
+            Ok(Acquired::HeldBy(node)) => {
+                if asked.is_none_or(|at| at.elapsed() >= ASK_EVERY) {
+                    let channel = super::release_channel(&node);
+                    if let Err(e) = cluster
+                        .publish(&channel, case_id.to_string().into_bytes())
+                        .await
+                    {
+                        tracing::debug!(case_id = %case_id, error = %e, "asking for a case failed");
+                    }
+                    asked = Some(tokio::time::Instant::now());
+                }
+            }
+            Err(e) => tracing::debug!(case_id = %case_id, error = %e, "taking a case lease failed"),
+        }
+        if tokio::time::Instant::now() + backoff >= deadline {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// How often a node waiting for a case asks its holder again (a request may be lost).
+const ASK_EVERY: Duration = Duration::from_millis(250);

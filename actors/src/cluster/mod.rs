@@ -1,0 +1,422 @@
+//! Several casehub nodes on one Redis (CONTRACT §9): who hosts what, and how nodes talk.
+//!
+//! A [`Cluster`] is this node's handle. On the embedded store it is single: one process owns
+//! the data file, every lease is granted at once and nothing is fenced. On Redis it is shared:
+//!
+//! - **Leases** name what one node at a time may own: `case:{id}` (the node hosting the case
+//!   actor), `room:{name}` (the node running the room's numbering and claims), `dispatcher`
+//!   (the node fanning the outbox out into delivery jobs). A lease is a Redis key holding this
+//!   node's token, taken with `SET NX PX`, renewed in the background every third of
+//!   `cluster.lease_ttl` while held, and given back with a compare-and-delete. A renewal that
+//!   finds the key gone or someone else's announces the lease as [`lost`](Cluster::lost); the
+//!   case commits of a lease's holder carry a [`Fence`], so a node that lost its lease cannot
+//!   overwrite a newer owner's snapshot even before it hears of the loss.
+//! - **Channels** carry what one node tells another (a release request, a room's frames), over
+//!   one pub/sub connection per node ([`link`]).
+
+pub mod link;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::store::{Fence, StoreError};
+use link::{Link, Subscription};
+
+/// `[cluster]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This node's name in leases and channels; empty: a fresh ULID at every start.
+    pub node_id: String,
+    /// How long a lease outlives its holder: a node that dies without giving its leases back
+    /// holds up its cases and rooms this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+/// What an attempt to take a lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// This node holds it now (or already did).
+    Taken,
+    /// Another node holds it.
+    HeldBy(String),
+}
+
+/// Takes a lease unless someone holds it; returns `""` or the holder's token.
+const ACQUIRE_LUA: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
+return redis.call('GET', KEYS[1]) or ''
+";
+/// Extends each lease still holding its token; returns 1 or 0 per key.
+const RENEW_LUA: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+";
+/// Deletes a lease only if it still holds the token.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+/// Leases renewed per script call.
+const RENEW_CHUNK: usize = 500;
+
+static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACQUIRE_LUA));
+static RENEW: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RENEW_LUA));
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE_LUA));
+
+/// This node's handle on the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.node)
+            .field("shared", &self.inner.shared.is_some())
+            .finish()
+    }
+}
+
+struct Inner {
+    node: String,
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    ttl: Duration,
+    link: Link,
+    /// Lease name → this node's token, for every lease held.
+    held: parking_lot::Mutex<HashMap<String, String>>,
+    tokens: AtomicU64,
+    lost: broadcast::Sender<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Cluster {
+    /// One node alone (the embedded store): every lease is this node's.
+    pub fn single() -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                node: crate::domain::new_ulid(chrono::Utc::now()).to_string(),
+                shared: None,
+            }),
+        }
+    }
+
+    /// A node sharing the Redis at `url` (keys under `prefix`) with others; connects lazily
+    /// and starts the lease renewal and the pub/sub link.
+    pub fn shared(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        settings: &ClusterSettings,
+    ) -> Result<Cluster, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| unavailable(format!("store.url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let node = if settings.node_id.is_empty() {
+            crate::domain::new_ulid(chrono::Utc::now()).to_string()
+        } else {
+            settings.node_id.clone()
+        };
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                node,
+                shared: Some(Shared {
+                    conn,
+                    prefix: prefix.to_string(),
+                    timeout,
+                    ttl: settings.lease_ttl.max(Duration::from_millis(300)),
+                    link: Link::start(client, timeout),
+                    held: Default::default(),
+                    tokens: AtomicU64::new(1),
+                    lost: broadcast::channel(1024).0,
+                }),
+            }),
+        };
+        let renewer = Arc::downgrade(&cluster.inner);
+        tokio::spawn(async move { renew_loop(renewer).await });
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// True when other nodes may share the store.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    fn key(shared: &Shared, name: &str) -> String {
+        format!("{}lease:{name}", shared.prefix)
+    }
+
+    fn new_token(&self, shared: &Shared) -> String {
+        let n = shared.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{n}", self.inner.node)
+    }
+
+    /// Takes the lease `name` unless another node holds it (always taken when single).
+    pub async fn acquire(&self, name: &str) -> Result<Acquired, StoreError> {
+        let Some(shared) = &self.inner.shared else {
+            return Ok(Acquired::Taken);
+        };
+        if shared.held.lock().contains_key(name) {
+            return Ok(Acquired::Taken);
+        }
+        let token = self.new_token(shared);
+        let mut script = ACQUIRE.prepare_invoke();
+        script
+            .key(Self::key(shared, name))
+            .arg(&token)
+            .arg(shared.ttl.as_millis() as u64);
+        let mut conn = shared.conn.clone();
+        let holder: String = tokio::time::timeout(shared.timeout, script.invoke_async(&mut conn))
+            .await
+            .map_err(|_| unavailable("redis did not answer in time"))?
+            .map_err(unavailable)?;
+        if holder.is_empty() {
+            shared.held.lock().insert(name.to_string(), token);
+            return Ok(Acquired::Taken);
+        }
+        let node = holder.rsplit_once(':').map_or(holder.as_str(), |(n, _)| n);
+        Ok(Acquired::HeldBy(node.to_string()))
+    }
+
+    /// Whether this node holds `name` (always when single).
+    pub fn holds(&self, name: &str) -> bool {
+        match &self.inner.shared {
+            None => true,
+            Some(shared) => shared.held.lock().contains_key(name),
+        }
+    }
+
+    /// The fence a commit under lease `name` carries: `None` when single; refused at once
+    /// when shared and the lease is not held.
+    pub fn fence(&self, name: &str) -> Result<Option<Fence>, StoreError> {
+        let Some(shared) = &self.inner.shared else {
+            return Ok(None);
+        };
+        match shared.held.lock().get(name) {
+            Some(token) => Ok(Some(Fence {
+                key: Self::key(shared, name),
+                token: token.clone(),
+                take: None,
+            })),
+            None => Err(StoreError::Fenced(format!("lease {name} is not held"))),
+        }
+    }
+
+    /// A fence that takes lease `name` with the commit it guards (a new case, which nobody
+    /// else can know yet); [`adopt`](Self::adopt) it once the commit succeeded.
+    pub fn fence_to_take(&self, name: &str) -> Option<Fence> {
+        let shared = self.inner.shared.as_ref()?;
+        Some(Fence {
+            key: Self::key(shared, name),
+            token: self.new_token(shared),
+            take: Some(shared.ttl),
+        })
+    }
+
+    /// Records a lease taken by a commit's fence as held (and renewed from now on).
+    pub fn adopt(&self, name: &str, fence: &Fence) {
+        if let Some(shared) = &self.inner.shared {
+            shared
+                .held
+                .lock()
+                .insert(name.to_string(), fence.token.clone());
+        }
+    }
+
+    /// Gives lease `name` back (if this node holds it).
+    pub async fn release(&self, name: &str) {
+        self.release_owned(name.to_string()).await
+    }
+
+    /// [`release`](Self::release) as a `'static` future to spawn: the lease is no longer held
+    /// from the moment this returns (so nothing here relies on it any more); the future then
+    /// deletes the key, unless someone else holds it by then.
+    pub fn release_owned(&self, name: String) -> impl Future<Output = ()> + Send + 'static {
+        let removed = self.inner.shared.as_ref().and_then(|shared| {
+            let token = shared.held.lock().remove(&name)?;
+            Some((
+                shared.conn.clone(),
+                Self::key(shared, &name),
+                token,
+                shared.timeout,
+            ))
+        });
+        async move {
+            let Some((mut conn, key, token, timeout)) = removed else {
+                return;
+            };
+            let mut script = RELEASE.prepare_invoke();
+            script.key(key).arg(token);
+            // Not given back in time: it lapses after the ttl.
+            let _ = tokio::time::timeout(timeout, script.invoke_async::<i64>(&mut conn)).await;
+        }
+    }
+
+    /// Leases this node held and lost (by name), as renewals find them gone.
+    pub fn lost(&self) -> broadcast::Receiver<String> {
+        match &self.inner.shared {
+            Some(shared) => shared.lost.subscribe(),
+            // Nothing is ever lost: a receiver whose sender is gone.
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// The full name of channel `name` (under the key prefix).
+    pub fn channel(&self, name: &str) -> String {
+        match &self.inner.shared {
+            Some(shared) => format!("{}ch:{name}", shared.prefix),
+            None => name.to_string(),
+        }
+    }
+
+    /// Publishes `payload` on channel `name`; `Ok` without effect when single.
+    pub async fn publish(&self, name: &str, payload: Vec<u8>) -> Result<(), StoreError> {
+        let Some(shared) = &self.inner.shared else {
+            return Ok(());
+        };
+        let channel = self.channel(name);
+        let mut conn = shared.conn.clone();
+        tokio::time::timeout(
+            shared.timeout,
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn),
+        )
+        .await
+        .map_err(|_| unavailable("redis did not answer in time"))?
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Subscribes to channel `name` (`None` when single: nobody else publishes).
+    pub async fn subscribe(&self, name: &str) -> Option<Subscription> {
+        let shared = self.inner.shared.as_ref()?;
+        Some(
+            shared
+                .link
+                .subscribe(&self.channel(name), shared.timeout)
+                .await,
+        )
+    }
+
+    /// The lease ttl (how long a dead node's leases hold others up).
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner
+            .shared
+            .as_ref()
+            .map_or(Duration::ZERO, |shared| shared.ttl)
+    }
+
+    /// Gives every held lease back (shutdown), so other nodes take over at once.
+    pub async fn release_all(&self) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        let names: Vec<String> = shared.held.lock().keys().cloned().collect();
+        for name in names {
+            self.release(&name).await;
+        }
+    }
+}
+
+/// Renews every held lease every third of the ttl; announces the ones found lost. Ends when
+/// the cluster handle is gone.
+async fn renew_loop(inner: std::sync::Weak<Inner>) {
+    let period = match inner
+        .upgrade()
+        .and_then(|i| i.shared.as_ref().map(|s| s.ttl))
+    {
+        Some(ttl) => ttl / 3,
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(shared) = &inner.shared else { return };
+        let held: Vec<(String, String)> = shared
+            .held
+            .lock()
+            .iter()
+            .map(|(name, token)| (name.clone(), token.clone()))
+            .collect();
+        for chunk in held.chunks(RENEW_CHUNK) {
+            let mut script = RENEW.prepare_invoke();
+            script.arg(shared.ttl.as_millis() as u64);
+            for (name, token) in chunk {
+                script.key(Cluster::key(shared, name)).arg(token);
+            }
+            let mut conn = shared.conn.clone();
+            let renewed: Vec<i64> =
+                match tokio::time::timeout(shared.timeout, script.invoke_async(&mut conn)).await {
+                    Ok(Ok(renewed)) => renewed,
+                    // Redis away: try again next period; the leases lapse if it stays away.
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "renewing leases failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::warn!("renewing leases timed out");
+                        continue;
+                    }
+                };
+            for ((name, token), ok) in chunk.iter().zip(renewed) {
+                if ok == 1 {
+                    continue;
+                }
+                // Lost, unless it was given back (or taken anew) meanwhile.
+                let was_ours = {
+                    let mut held = shared.held.lock();
+                    let same = held.get(name) == Some(token);
+                    if same {
+                        held.remove(name);
+                    }
+                    same
+                };
+                if was_ours {
+                    tracing::warn!(lease = %name, "lease lost");
+                    let _ = shared.lost.send(name.clone());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Several nodes on one Redis (CONTRACT §9): any node takes any request, and a case is hosted
+//! by one node at a time.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+const SSL: &str = "Our SSL certificate expired yesterday and browsers now show a certificate \
+                   error on our custom domain. How do we renew it?";
+
+/// Two nodes on one private redis-server.
+async fn two_nodes(store: &TestStore) -> (TestApp, TestApp) {
+    let a = spawn_on(store, |_| {}).await;
+    let b = spawn_on(store, |_| {}).await;
+    (a, b)
+}
+
+fn statuses(case: &Value) -> Vec<String> {
+    case["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_case_moves_between_nodes_step_by_step() {
+    let store = TestStore::private_redis();
+    let (a, b) = two_nodes(&store).await;
+
+    let created = a.intake(SSL).await;
+    let id = created["case_id"].as_str().unwrap().to_string();
+    // B reads it while A hosts it.
+    assert_eq!(b.status(&id).await["status"], json!("triaged"));
+
+    // B takes the case over for the next step, A for the one after, and so on.
+    let offered = b
+        .post(
+            "/webhook/support/self-service",
+            json!({"case_id": id, "customer_id": created["customer_id"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(offered["status"], json!("in_progress"));
+    let approved = a
+        .get_anon(&path_of(&offered["links"]["approve"]))
+        .await
+        .ok();
+    assert_eq!(approved["status"], json!("executing"));
+    let resolved = eventually(Duration::from_secs(10), || async {
+        let case = b.status(&id).await;
+        (case["status"] == json!("resolved")).then_some(case)
+    })
+    .await;
+    let feedback = format!("{}&score=4", path_of(&resolved["links"]["feedback"]));
+    b.get_anon(&feedback).await.ok();
+
+    for node in [&a, &b] {
+        let case = node.status(&id).await;
+        assert_eq!(case["status"], json!("closed"));
+        assert_eq!(
+            statuses(&case),
+            [
+                "new",
+                "triaged",
+                "in_progress",
+                "executing",
+                "resolved",
+                "closed"
+            ]
+        );
+        assert_eq!(case["satisfaction_score"], json!(4));
+    }
+    // Every step's events, once each, in order, whichever node recorded them: the same as on
+    // one node.
+    let events = a.case_events(&id).await;
+    assert_eq!(events, b.case_events(&id).await);
+    assert_eq!(
+        events,
+        [
+            "case.created",
+            "case.updated",
+            "case.updated",
+            "case.resolved",
+            "feedback.received",
+            "case.updated"
+        ]
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn one_writer_per_case_across_nodes() {
+    let store = TestStore::private_redis();
+    let (a, b) = two_nodes(&store).await;
+    let created = a.intake(SSL).await;
+    let id = created["case_id"].as_str().unwrap().to_string();
+    let body = json!({"case_id": id, "customer_id": created["customer_id"]});
+
+    // Twelve offers race from both nodes: exactly one wins, every other one sees it taken.
+    let mut racers = Vec::new();
+    for i in 0..12 {
+        let node = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let body = body.clone();
+        racers.push(tokio::spawn(async move {
+            let reply = reqwest::Client::new()
+                .post(format!("{node}/webhook/support/self-service"))
+                .header("X-API-Key", CLIENT_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status();
+            let body: Value = reply.json().await.unwrap();
+            (status, body)
+        }));
+    }
+    let mut won = 0;
+    for racer in racers {
+        let (status, body) = racer.await.unwrap();
+        match status {
+            StatusCode::OK => won += 1,
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], json!("ALREADY_PROCESSED")),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let events = b.case_events(&id).await;
+    assert_eq!(events, ["case.created", "case.updated"]);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_cases_are_taken_over_after_the_lease_ttl() {
+    let store = TestStore::private_redis();
+    let fast = [
+        ("CASEHUB__CLUSTER__LEASE_TTL", "2s"),
+        ("CASEHUB__STORE__TIMEOUT", "500ms"),
+    ];
+    let dying = ServerProcess::start_with(&store, &fast).await;
+    let created = dying.client().intake(SSL).await;
+    let id = created["case_id"].as_str().unwrap().to_string();
+    // Its actor (and lease) stays on the dying node, which is killed without giving it back.
+    dying.kill9();
+
+    let b = spawn_on(&store, |s| {
+        s.cluster.lease_ttl = Duration::from_secs(2);
+        s.store.timeout = Duration::from_millis(500);
+    })
+    .await;
+    let offered = b
+        .post(
+            "/webhook/support/self-service",
+            json!({"case_id": id, "customer_id": created["customer_id"]}),
+        )
+        .await
+        .ok();
+    assert_eq!(offered["status"], json!("in_progress"));
+    assert_eq!(b.case_events(&id).await, ["case.created", "case.updated"]);
+    b.stop().await;
+}
