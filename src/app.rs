@@ -145,7 +145,8 @@ impl Application {
         .await
         .context("starting the case supervisors")?;
         // The pool starts after the cases: it reports fix outcomes to them.
-        let dispatcher = start_delivery(&settings, &store, &bus, &telemetry, &cases).await?;
+        let dispatcher =
+            start_delivery(&settings, &store, &cluster, &bus, &telemetry, &cases).await?;
         warm_similar_cases(&store, &cases, settings.triage.similar_cases_window).await;
         let rooms = RoomHub::start(RoomsConfig {
             settings: settings.rooms.clone(),
@@ -277,6 +278,7 @@ impl Application {
 async fn start_delivery(
     settings: &Settings,
     store: &SharedStore,
+    cluster: &Cluster,
     bus: &EventBus,
     telemetry: &Arc<Telemetry>,
     cases: &CaseDirectory,
@@ -314,6 +316,7 @@ async fn start_delivery(
     };
     let dispatcher = DeliveryDispatcher::start(PoolContext {
         store: store.clone(),
+        cluster: cluster.clone(),
         bus: bus.clone(),
         sender,
         settings: PoolSettings {
@@ -324,6 +327,8 @@ async fn start_delivery(
             circuit_threshold: delivery.circuit_threshold,
             circuit_cooldown: delivery.circuit_cooldown,
             disable_after: delivery.disable_after,
+            // An attempt takes at most its timeout; the margin covers recording it.
+            claim_for: timeout * 2 + Duration::from_secs(5),
         },
         sealer,
         fix,

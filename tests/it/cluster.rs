@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::delivery::{assert_signed, black_hole, deliver_locally, endpoint, start_receiver};
 use crate::harness::*;
 
 const SSL: &str = "Our SSL certificate expired yesterday and browsers now show a certificate \
@@ -167,5 +168,101 @@ async fn a_dead_nodes_cases_are_taken_over_after_the_lease_ttl() {
         .ok();
     assert_eq!(offered["status"], json!("in_progress"));
     assert_eq!(b.case_events(&id).await, ["case.created", "case.updated"]);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn each_delivery_is_sent_by_one_node() {
+    let store = TestStore::private_redis();
+    let a = spawn_on(&store, deliver_locally).await;
+    let b = spawn_on(&store, deliver_locally).await;
+    let (base, rx) = start_receiver().await;
+    let (_, secret) = endpoint(
+        &a,
+        format!("{base}/hook"),
+        json!(["case.created"]),
+        json!({}),
+    )
+    .await;
+
+    // Cases arrive at both nodes at once; both nodes' pools look at the same queue.
+    let mut intakes = Vec::new();
+    for i in 0..40 {
+        let node = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        intakes.push(tokio::spawn(async move {
+            let reply = reqwest::Client::new()
+                .post(format!("{node}/webhook/support/intake"))
+                .header("X-API-Key", CLIENT_KEY)
+                .json(&intake_body(SSL))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), StatusCode::OK);
+        }));
+    }
+    for intake in intakes {
+        intake.await.unwrap();
+    }
+    eventually(Duration::from_secs(20), || async {
+        (rx.got("hook").len() >= 40).then_some(())
+    })
+    .await;
+    // Both pools have had time to send anything twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = rx.got("hook");
+    let mut ids: Vec<String> = got.iter().map(|g| g.header("webhook-id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(got.len(), 40, "a delivery went out twice");
+    for delivery in &got {
+        assert_signed(delivery, &secret);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
+    let store = TestStore::private_redis();
+    let hole = black_hole().await;
+    let env = [
+        ("CASEHUB__DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("CASEHUB__DELIVERY__POLL_INTERVAL", "20ms"),
+        ("CASEHUB__DELIVERY__TIMEOUT_MS", "1000"),
+    ];
+    let dying = ServerProcess::start_with(&store, &env).await;
+    let (id, secret) = endpoint(&dying.client(), hole, json!(["case.created"]), json!({})).await;
+    let created = dying.client().intake(SSL).await;
+    // The attempt is in flight (the black hole never answers) when the node dies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dying.kill9();
+
+    let b = spawn_on(&store, |s| {
+        deliver_locally(s);
+        s.delivery.timeout_ms = 1000;
+    })
+    .await;
+    let (base, rx) = start_receiver().await;
+    let moved = b
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"url": format!("{base}/hook")})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    // Claimed by the dead node for twice its timeout plus 5 s, then anyone's.
+    let got = eventually(Duration::from_secs(20), || async {
+        rx.got("hook").first().cloned()
+    })
+    .await;
+    assert_signed(&got, &secret);
+    assert_eq!(got.json()["data"]["case_id"], created["case_id"]);
     b.stop().await;
 }

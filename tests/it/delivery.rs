@@ -509,7 +509,7 @@ async fn beside_a_black_hole(timeout_ms: u64, cases: usize) -> (TestApp, Receive
 }
 
 /// A URL whose server accepts connections and holds them, never answering.
-async fn black_hole() -> String {
+pub(crate) async fn black_hole() -> String {
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", hole.local_addr().unwrap());
     tokio::spawn(async move {

@@ -39,6 +39,7 @@ use super::retry::next_attempt;
 use super::sealing::SecretSealer;
 use super::sender::Sender;
 use crate::bus::EventBus;
+use crate::cluster::{Acquired, Cluster};
 use crate::domain::{Event, EventKind};
 use crate::store::SharedStore;
 use crate::telemetry::{ActorMetrics, Telemetry};
@@ -57,6 +58,9 @@ pub struct PoolSettings {
     pub circuit_cooldown: Duration,
     /// An endpoint failing without a single success this long is disabled.
     pub disable_after: Duration,
+    /// When nodes share the store: how long a job handed to this node's workers stays claimed
+    /// (invisible to other nodes); longer than an attempt, so nothing goes out twice at once.
+    pub claim_for: Duration,
 }
 
 /// (endpoint id, msg id)
@@ -70,6 +74,8 @@ const MAX_SKIPPED: usize = 4096;
 /// Log page read for an endpoint the due window did not reach, and how many pages at most.
 const RECENT_WINDOW: usize = 64;
 const RECENT_PAGES: usize = 16;
+/// How long a node leaves a FIFO endpoint leased by another node before trying again.
+const FIFO_RETRY: Duration = Duration::from_secs(1);
 
 /// One job for a worker.
 #[derive(Debug)]
@@ -119,6 +125,9 @@ pub struct DeliveryDispatcher;
 #[derive(Clone)]
 pub struct PoolContext {
     pub store: SharedStore,
+    /// The nodes sharing the store: each job is claimed by the one that sends it, and a FIFO
+    /// endpoint is sent to by one node at a time (the holder of its lease).
+    pub cluster: Cluster,
     pub bus: EventBus,
     pub sender: Sender,
     pub settings: PoolSettings,
@@ -188,6 +197,8 @@ pub struct DispatchState {
     fifo_head: HashMap<String, Option<String>>,
     /// Endpoints whose secret did not open, already reported (warned once, not every tick).
     unopened: HashSet<String>,
+    /// FIFO endpoints another node sends to, with when to try for their lease again.
+    fifo_elsewhere: HashMap<String, Instant>,
 }
 
 impl DeliveryDispatcher {
@@ -280,6 +291,7 @@ impl Actor for DeliveryDispatcher {
             throttles: HashMap::new(),
             fifo_head: HashMap::new(),
             unopened: HashSet::new(),
+            fifo_elsewhere: HashMap::new(),
         })
     }
 
@@ -466,6 +478,9 @@ impl DispatchState {
         endpoint: &Endpoint,
         job: &DeliveryJob,
     ) -> Result<bool, crate::store::StoreError> {
+        if !self.fifo_lease(&endpoint.id).await {
+            return Ok(false);
+        }
         if !self.fifo_head.contains_key(&endpoint.id) {
             let log = self
                 .ctx
@@ -488,6 +503,37 @@ impl DispatchState {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    /// Whether this node may send to FIFO endpoint `id`: when nodes share the store, only the
+    /// holder of its lease does (one sender keeps one order). A lease newly taken means another
+    /// node may have sent meanwhile, so the head is read back from the store. Another node's
+    /// lease is tried for again after [`FIFO_RETRY`].
+    async fn fifo_lease(&mut self, id: &str) -> bool {
+        let cluster = &self.ctx.cluster;
+        let name = format!("fifo:{id}");
+        if cluster.holds(&name) {
+            return true;
+        }
+        if self
+            .fifo_elsewhere
+            .get(id)
+            .is_some_and(|retry| Instant::now() < *retry)
+        {
+            return false;
+        }
+        match cluster.acquire(&name).await {
+            Ok(Acquired::Taken) => {
+                self.fifo_elsewhere.remove(id);
+                self.fifo_head.remove(id);
+                true
+            }
+            Ok(Acquired::HeldBy(_)) | Err(_) => {
+                self.fifo_elsewhere
+                    .insert(id.to_string(), Instant::now() + FIFO_RETRY);
+                false
+            }
         }
     }
 
@@ -651,6 +697,7 @@ impl DispatchState {
         endpoints: &HashMap<String, Endpoint>,
     ) -> Result<HashSet<String>, crate::store::StoreError> {
         let mut seen = HashSet::new();
+        let mut chosen = Vec::new();
         for job in due {
             if !seen.contains(&job.endpoint_id) {
                 seen.insert(job.endpoint_id.clone());
@@ -695,11 +742,28 @@ impl DispatchState {
                 .or_default();
             *busy += 1;
             self.in_flight.insert(&key);
+            chosen.push((
+                key,
+                Work {
+                    job,
+                    endpoint: endpoint.clone(),
+                },
+            ));
+        }
+        let claimed = self.claim(&chosen).await;
+        for ((key, work), claimed) in chosen.into_iter().zip(claimed) {
+            if !claimed {
+                // Another node has it: give the slot back; a FIFO head is read again.
+                self.in_flight.remove(&key);
+                if let Some(n) = self.per_endpoint.get_mut(&key.0) {
+                    *n = n.saturating_sub(1);
+                }
+                if self.fifo_head.get(&key.0) == Some(&Some(key.1.clone())) {
+                    self.fifo_head.remove(&key.0);
+                }
+                continue;
+            }
             self.ctx.worker_metrics.queued();
-            let work = Work {
-                job,
-                endpoint: endpoint.clone(),
-            };
             let dispatched = self.factory.cast(FactoryMessage::Dispatch(Job {
                 key: key.clone(),
                 msg: work,
@@ -714,6 +778,30 @@ impl DispatchState {
             }
         }
         Ok(seen)
+    }
+
+    /// Claims `chosen` for this node when nodes share the store (all of them otherwise);
+    /// answers per job. A store that cannot be reached claims nothing: the jobs go next tick.
+    async fn claim(&self, chosen: &[(JobKey, Work)]) -> Vec<bool> {
+        if !self.ctx.cluster.is_shared() || chosen.is_empty() {
+            return vec![true; chosen.len()];
+        }
+        let keys: Vec<(&str, &str)> = chosen
+            .iter()
+            .map(|((endpoint, msg), _)| (endpoint.as_str(), msg.as_str()))
+            .collect();
+        let now = Utc::now();
+        let until = now
+            + chrono::Duration::from_std(self.ctx.settings.claim_for)
+                .unwrap_or(chrono::Duration::minutes(1));
+        match self.ctx.store.claim_deliveries(&keys, now, until).await {
+            Ok(claimed) if claimed.len() == chosen.len() => claimed,
+            Ok(_) => vec![false; chosen.len()],
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming deliveries failed; retrying next tick");
+                vec![false; chosen.len()]
+            }
+        }
     }
 }
 

@@ -522,6 +522,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redis_claims_hand_each_job_to_one_node() {
+        let server = crate::testing::RedisServer::start();
+        let store =
+            crate::store::RedisStore::connect(&server.url(), "c:", Duration::from_secs(2)).unwrap();
+        deliveries::claims_hand_each_job_to_one_node(std::sync::Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn embedded_claims_everything_and_changes_nothing() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = EmbeddedStore::open(dir.path(), true).unwrap();
+        let now = Utc::now();
+        let job = crate::delivery::DeliveryJob::new(&new_case(now).1[0], "wh_a");
+        store
+            .enqueue_deliveries(vec![job.clone()], "c")
+            .await
+            .unwrap();
+        let key = [(job.endpoint_id.as_str(), job.msg_id.as_str())];
+        let until = now + chrono::Duration::seconds(10);
+        for _ in 0..2 {
+            assert_eq!(
+                store.claim_deliveries(&key, now, until).await.unwrap(),
+                [true]
+            );
+        }
+        assert_eq!(store.due_deliveries(until, 10).await.unwrap(), [job]);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn redis_outage_is_unavailable_then_recovers() {
         let mut server = crate::testing::RedisServer::start();
         let store =

@@ -137,6 +137,19 @@ impl SnapshotStore for MeteredStore {
         .await
     }
 
+    async fn claim_deliveries(
+        &self,
+        jobs: &[(&str, &str)],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.timed(
+            "claim_deliveries",
+            self.inner.claim_deliveries(jobs, now, until),
+        )
+        .await
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.timed("next_due", self.inner.next_due()).await
     }

@@ -197,6 +197,20 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
 
+    /// Claims due jobs (by endpoint id, msg id) for this node until `until`, when several nodes
+    /// share the store: a job is claimed only if its due entry is still at or before `now`
+    /// (nobody claimed it since it was read), and the entry moves to `until`, so no other node
+    /// takes it while it is attempted. A node that dies mid-attempt leaves it due again at
+    /// `until`; recording the attempt sets the entry for real. Answers per job whether it was
+    /// claimed. A store one process owns has nobody to claim against: it claims everything
+    /// without writing.
+    async fn claim_deliveries(
+        &self,
+        jobs: &[(&str, &str)],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError>;
+
     /// The earliest due time among pending jobs (at the index's precision), so the dispatcher
     /// can sleep until then; `None` when nothing is pending.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

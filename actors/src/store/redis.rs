@@ -359,6 +359,15 @@ impl SnapshotStore for RedisStore {
         self.due(now, limit, max_skipped, skip).await
     }
 
+    async fn claim_deliveries(
+        &self,
+        jobs: &[(&str, &str)],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.claim(jobs, now, until).await
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.earliest_due().await
     }

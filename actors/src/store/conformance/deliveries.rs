@@ -492,3 +492,56 @@ pub async fn concurrent_updates(store: SharedStore) {
         64
     );
 }
+
+/// Claims, on a store several nodes share: a due job is claimed once, stays out of everyone's
+/// due scans until the claim's end, is due again after it (its claimant died), and a recorded
+/// attempt replaces the claim with the job's real schedule. (A store one process owns claims
+/// everything and changes nothing; see the embedded check.)
+pub async fn claims_hand_each_job_to_one_node(store: SharedStore) {
+    let t0 = now_ms();
+    let job = DeliveryJob::new(&event_at(t0), "wh_a");
+    let cursor = job.msg_id.clone();
+    store
+        .enqueue_deliveries(vec![job.clone()], &cursor)
+        .await
+        .unwrap();
+    let key = [(job.endpoint_id.as_str(), job.msg_id.as_str())];
+    let until = t0 + ms(10_000);
+    assert_eq!(
+        store.claim_deliveries(&key, t0, until).await.unwrap(),
+        [true]
+    );
+    // Claimed: nobody else gets it, and it is not due for anyone.
+    assert_eq!(
+        store.claim_deliveries(&key, t0, until).await.unwrap(),
+        [false]
+    );
+    assert!(
+        store
+            .due_deliveries(t0 + ms(5), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The claim ran out without a recorded attempt: due again, claimable again.
+    let later = until + ms(1);
+    assert_eq!(
+        store.due_deliveries(later, 10).await.unwrap(),
+        std::slice::from_ref(&job)
+    );
+    assert_eq!(
+        store
+            .claim_deliveries(&key, later, later + ms(10_000))
+            .await
+            .unwrap(),
+        [true]
+    );
+    // The attempt is recorded: its schedule replaces the claim.
+    let mut retried = job.clone();
+    retried.due_at = t0 + ms(1);
+    store.update_delivery(&retried).await.unwrap();
+    assert_eq!(
+        store.due_deliveries(t0 + ms(5), 10).await.unwrap(),
+        [retried]
+    );
+}

@@ -42,6 +42,25 @@ return added
 /// Loaded once per process; `invoke` falls back to `EVAL` after a server restart.
 static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ENQUEUE_LUA));
 
+/// KEYS: due set. ARGV: now ms, until ms, then due members. A member still due (at or before
+/// now) moves to `until` and counts as claimed (1); any other (claimed elsewhere since it was
+/// read, or settled) is not (0).
+const CLAIM_LUA: &str = r"
+local out = {}
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+";
+
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CLAIM_LUA));
+
 /// The due-set member of a job.
 fn due_member(endpoint_id: &str, msg_id: &str) -> String {
     format!("{endpoint_id}|{msg_id}")
@@ -169,6 +188,29 @@ impl RedisStore {
             .flatten()
             .filter(|j| j.state == DeliveryState::Pending && due_score(j.due_at) <= now_ms)
             .collect())
+    }
+
+    pub(super) async fn claim(
+        &self,
+        jobs: &[(&str, &str)],
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = CLAIM.prepare_invoke();
+        invocation
+            .key(self.key("delivery_due"))
+            .arg(due_score(now))
+            .arg(due_score(until));
+        for (endpoint, msg) in jobs {
+            invocation.arg(due_member(endpoint, msg));
+        }
+        let claimed: Vec<i64> = self
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(claimed.into_iter().map(|c| c == 1).collect())
     }
 
     pub(super) async fn earliest_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
