@@ -151,6 +151,7 @@ impl Application {
         let rooms = RoomHub::start(RoomsConfig {
             settings: settings.rooms.clone(),
             store: store.clone(),
+            cluster: cluster.clone(),
             cases: cases.clone(),
             clock: room_clock,
             bus: room_bus,

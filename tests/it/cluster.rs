@@ -6,6 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+mod rooms;
+
 use crate::delivery::{assert_signed, black_hole, deliver_locally, endpoint, start_receiver};
 use crate::harness::*;
 

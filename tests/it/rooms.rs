@@ -17,7 +17,7 @@ const FEATURE: &str = "It would be great if the dashboard had a dark mode option
                        keyboard shortcuts; can you add this feature request?";
 const WAIT: Duration = Duration::from_secs(10);
 
-fn token(reviewer: &str, rooms: &[&str]) -> String {
+pub(crate) fn token(reviewer: &str, rooms: &[&str]) -> String {
     let auth = casehub::auth::Auth::new(&test_settings());
     let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
     auth.mint_reviewer(reviewer, &rooms, Duration::from_secs(3600))
@@ -26,12 +26,12 @@ fn token(reviewer: &str, rooms: &[&str]) -> String {
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A reviewer's connection, reading frames as JSON.
-struct Reviewer {
-    ws: Socket,
-    welcome: Value,
+pub(crate) struct Reviewer {
+    pub(crate) ws: Socket,
+    pub(crate) welcome: Value,
 }
 
-fn ws_url(app: &TestApp, room: &str, query: &str) -> String {
+pub(crate) fn ws_url(app: &TestApp, room: &str, query: &str) -> String {
     format!(
         "{}/ws/rooms/{room}?{query}",
         app.base.replacen("http://", "ws://", 1)
@@ -39,11 +39,11 @@ fn ws_url(app: &TestApp, room: &str, query: &str) -> String {
 }
 
 impl Reviewer {
-    async fn join(app: &TestApp, room: &str, who: &str) -> Reviewer {
+    pub(crate) async fn join(app: &TestApp, room: &str, who: &str) -> Reviewer {
         Self::join_with(app, room, &format!("token={}", token(who, &[room]))).await
     }
 
-    async fn join_with(app: &TestApp, room: &str, query: &str) -> Reviewer {
+    pub(crate) async fn join_with(app: &TestApp, room: &str, query: &str) -> Reviewer {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url(app, room, query))
             .await
             .expect("websocket handshake");
@@ -58,7 +58,7 @@ impl Reviewer {
     }
 
     /// The next text frame.
-    async fn frame(&mut self) -> Value {
+    pub(crate) async fn frame(&mut self) -> Value {
         loop {
             let next = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -74,7 +74,7 @@ impl Reviewer {
     }
 
     /// The next frame of `kind`, skipping others (presence, events of other kinds…).
-    async fn next_of(&mut self, kind: &str) -> Value {
+    pub(crate) async fn next_of(&mut self, kind: &str) -> Value {
         loop {
             let f = self.frame().await;
             if f["type"] == kind {
@@ -84,7 +84,7 @@ impl Reviewer {
     }
 
     /// The next room event named `name`.
-    async fn event(&mut self, name: &str) -> Value {
+    pub(crate) async fn event(&mut self, name: &str) -> Value {
         loop {
             let f = self.next_of("event").await;
             if f["event"] == name {
@@ -93,7 +93,7 @@ impl Reviewer {
         }
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.ws
             .send(Message::Text(frame.to_string().into()))
             .await
@@ -101,7 +101,7 @@ impl Reviewer {
     }
 
     /// Sends `frame` and returns the ack or error carrying its `ref`.
-    async fn ask(&mut self, frame: Value) -> Value {
+    pub(crate) async fn ask(&mut self, frame: Value) -> Value {
         let reference = frame["ref"].clone();
         self.send(frame).await;
         loop {
@@ -113,7 +113,7 @@ impl Reviewer {
     }
 
     /// Reads until the server closes; returns the close code.
-    async fn close_code(&mut self) -> Option<CloseCode> {
+    pub(crate) async fn close_code(&mut self) -> Option<CloseCode> {
         loop {
             match tokio::time::timeout(WAIT, self.ws.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
@@ -124,17 +124,17 @@ impl Reviewer {
         }
     }
 
-    fn epoch(&self) -> String {
+    pub(crate) fn epoch(&self) -> String {
         self.welcome["epoch"].as_str().unwrap().to_string()
     }
 
-    fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.welcome["seq"].as_u64().unwrap()
     }
 }
 
 /// Opens a review through the collaborative endpoint; returns (case id, review id).
-async fn open_review(app: &TestApp, specialist: Option<&str>) -> (String, String) {
+pub(crate) async fn open_review(app: &TestApp, specialist: Option<&str>) -> (String, String) {
     let created = app.intake(FEATURE).await;
     let id = created["case_id"].as_str().unwrap().to_string();
     let mut body = json!({"case_id": id, "customer_id": created["customer_id"]});
@@ -740,7 +740,9 @@ async fn reviewers_joining_while_events_are_published_miss_none_and_see_none_twi
 #[tokio::test]
 async fn after_a_crash_the_room_starts_a_new_epoch_and_resumes_reset() {
     let store = TestStore::new();
-    let server = ServerProcess::start(&store).await;
+    // On Redis the restarted node takes the room's lease back at once under its own name.
+    let node = [("CASEHUB__CLUSTER__NODE_ID", "crashing-node")];
+    let server = ServerProcess::start_with(&store, &node).await;
     let app = server.client();
     let jane = Reviewer::join(&app, "support-review", "jane@company.com").await;
     let (epoch, seq) = (jane.epoch(), jane.seq());
@@ -748,7 +750,7 @@ async fn after_a_crash_the_room_starts_a_new_epoch_and_resumes_reset() {
     let (_, review_id) = open_review(&app, None).await;
     server.kill9();
 
-    let server = ServerProcess::start(&store).await;
+    let server = ServerProcess::start_with(&store, &node).await;
     let app = server.client();
     let t = token("jane@company.com", &["support-review"]);
     let back = Reviewer::join_with(

@@ -33,7 +33,9 @@ use link::{Link, Subscription};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// This node's name in leases and channels; empty: a fresh ULID at every start.
+    /// This node's name in leases and channels; empty: a fresh ULID at every start. A node
+    /// restarted under the same name takes its own leases back at once instead of waiting for
+    /// them to lapse; two running nodes must never share one.
     pub node_id: String,
     /// How long a lease outlives its holder: a node that dies without giving its leases back
     /// holds up its cases and rooms this long.
@@ -50,10 +52,14 @@ pub enum Acquired {
     HeldBy(String),
 }
 
-/// Takes a lease unless someone holds it; returns `""` or the holder's token.
+/// Takes a lease unless another node holds it; returns `""` or the holder's token. A lease
+/// of this node's own id with another token is left from an earlier run of this node (or a
+/// give-back still on its way): it is taken over at once.
 const ACQUIRE_LUA: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
-return redis.call('GET', KEYS[1]) or ''
+local holder = redis.call('GET', KEYS[1])
+if holder and string.sub(holder, 1, #ARGV[3] + 1) ~= ARGV[3] .. ':' then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
 ";
 /// Extends each lease still holding its token; returns 1 or 0 per key.
 const RENEW_LUA: &str = r"
@@ -201,7 +207,8 @@ impl Cluster {
         script
             .key(Self::key(shared, name))
             .arg(&token)
-            .arg(shared.ttl.as_millis() as u64);
+            .arg(shared.ttl.as_millis() as u64)
+            .arg(&self.inner.node);
         let mut conn = shared.conn.clone();
         let holder: String = tokio::time::timeout(shared.timeout, script.invoke_async(&mut conn))
             .await
@@ -326,6 +333,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// A publisher for channel `name` that keeps order: one task publishes what it is given,
+    /// one message after the other, up to `depth` waiting (more are dropped and counted as
+    /// lost by the receiver, which numbers or repeats what matters).
+    pub fn publisher(&self, name: &str, depth: usize) -> Publisher {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(depth.max(1));
+        let cluster = self.clone();
+        let channel = name.to_string();
+        tokio::spawn(async move {
+            while let Some(payload) = rx.recv().await {
+                if let Err(e) = cluster.publish(&channel, payload).await {
+                    tracing::debug!(%channel, error = %e, "a message to other nodes was lost");
+                }
+            }
+        });
+        Publisher { tx }
+    }
+
     /// Subscribes to channel `name` (`None` when single: nobody else publishes).
     pub async fn subscribe(&self, name: &str) -> Option<Subscription> {
         let shared = self.inner.shared.as_ref()?;
@@ -354,6 +378,20 @@ impl Cluster {
         for name in names {
             self.release(&name).await;
         }
+    }
+}
+
+/// Publishes on one channel in the order given (see [`Cluster::publisher`]). Dropping it ends
+/// its task once what is queued is out.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Publisher {
+    /// Queues `payload`; false when the queue is full and it was dropped.
+    pub fn send(&self, payload: Vec<u8>) -> bool {
+        self.tx.try_send(payload).is_ok()
     }
 }
 

@@ -4,6 +4,11 @@
 //! event for the room) and restarts a failed room on its next use, from its stored history and
 //! pending reviews. A task routes committed events from the bus to their rooms: events naming
 //! a review room (`assigned_channel`), and `alert.triggered` to the ops room.
+//!
+//! When nodes share the store, a room runs where its lease is ([`super::cluster`]): a node
+//! that takes the lease runs the `ReviewRoom`; a node whose reviewers join a room running
+//! elsewhere runs a `RoomRelay` for them, and events committed here for a room running
+//! elsewhere are sent to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,11 +17,14 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent, call_t};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::room::{JoinRequest, Joined, ReviewRoom, RoomArgs, RoomInfo, RoomMsg};
+use super::cluster::{self, ToOwner};
+use super::relay::{RelayArgs, RelayMsg, RoomRelay};
+use super::room::{ConnId, JoinRequest, Joined, ReviewRoom, RoomArgs, RoomInfo, RoomMsg};
 use super::{RoomCounters, RoomSettings};
 use crate::bus::EventBus;
 use crate::case::CaseDirectory;
 use crate::clock::SharedClock;
+use crate::cluster::{Acquired, Cluster, Publisher};
 use crate::domain::{Event, EventKind, ReviewId};
 use crate::store::SharedStore;
 use crate::telemetry::{ActorMetrics, Telemetry};
@@ -29,6 +37,7 @@ const CALL_TIMEOUT_MS: u64 = 10_000;
 pub struct RoomsConfig {
     pub settings: RoomSettings,
     pub store: SharedStore,
+    pub cluster: Cluster,
     pub cases: CaseDirectory,
     pub clock: SharedClock,
     pub bus: EventBus,
@@ -42,9 +51,41 @@ pub enum RoomError {
     Unavailable(String),
 }
 
+/// A room as this node has it: running here, or relayed to the node running it.
+#[derive(Clone)]
+enum RoomRef {
+    Owner(ActorRef<RoomMsg>),
+    Relay(ActorRef<RelayMsg>),
+}
+
+impl RoomRef {
+    fn id(&self) -> ractor::ActorId {
+        match self {
+            RoomRef::Owner(room) => room.get_id(),
+            RoomRef::Relay(relay) => relay.get_id(),
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            RoomRef::Owner(room) => room.stop(None),
+            RoomRef::Relay(relay) => relay.stop(None),
+        }
+    }
+}
+
 enum SupervisorMsg {
-    Get(String, RpcReplyPort<Result<ActorRef<RoomMsg>, String>>),
-    All(RpcReplyPort<Vec<ActorRef<RoomMsg>>>),
+    /// The room for a joining reviewer (or a claim question): running here or relayed.
+    Get(String, RpcReplyPort<Result<RoomRef, String>>),
+    /// The room running here for an event, started here if no node runs it; `None` when
+    /// another node runs it.
+    Owner(
+        String,
+        RpcReplyPort<Result<Option<ActorRef<RoomMsg>>, String>>,
+    ),
+    All(RpcReplyPort<Vec<RoomRef>>),
+    /// The room's lease was lost: stop running it here.
+    LeaseLost(String),
     StopAll(RpcReplyPort<()>),
 }
 
@@ -53,8 +94,78 @@ struct RoomSupervisor;
 struct SupervisorState {
     config: RoomsConfig,
     room_metrics: ActorMetrics,
+    relay_metrics: ActorMetrics,
     counters: Arc<RoomCounters>,
-    rooms: HashMap<String, ActorRef<RoomMsg>>,
+    rooms: HashMap<String, RoomRef>,
+}
+
+impl SupervisorState {
+    async fn start_owner(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        name: &str,
+    ) -> Result<ActorRef<RoomMsg>, String> {
+        let args = RoomArgs {
+            name: name.to_string(),
+            settings: self.config.settings.clone(),
+            store: self.config.store.clone(),
+            cluster: self.config.cluster.clone(),
+            cases: self.config.cases.clone(),
+            clock: self.config.clock.clone(),
+            metrics: self.room_metrics.clone(),
+            counters: self.counters.clone(),
+        };
+        match Actor::spawn_linked(None, ReviewRoom, args, myself.get_cell()).await {
+            Ok((room, _)) => {
+                self.rooms
+                    .insert(name.to_string(), RoomRef::Owner(room.clone()));
+                Ok(room)
+            }
+            Err(e) => {
+                tracing::error!(room = %name, error = %e, "starting a review room failed");
+                self.config
+                    .cluster
+                    .release(&cluster::lease_name(name))
+                    .await;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    async fn start_relay(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        name: &str,
+    ) -> Result<RoomRef, String> {
+        let args = RelayArgs {
+            name: name.to_string(),
+            settings: self.config.settings.clone(),
+            cluster: self.config.cluster.clone(),
+            metrics: self.relay_metrics.clone(),
+            counters: self.counters.clone(),
+        };
+        let (relay, _) = Actor::spawn_linked(None, RoomRelay, args, myself.get_cell())
+            .await
+            .map_err(|e| e.to_string())?;
+        let room = RoomRef::Relay(relay);
+        self.rooms.insert(name.to_string(), room.clone());
+        Ok(room)
+    }
+
+    /// Whether this node may run `name`: always when single; when shared, if it takes the
+    /// room's lease.
+    async fn may_run(&self, name: &str) -> Result<bool, String> {
+        match self
+            .config
+            .cluster
+            .acquire(&cluster::lease_name(name))
+            .await
+        {
+            Ok(Acquired::Taken) => Ok(true),
+            Ok(Acquired::HeldBy(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 impl Actor for RoomSupervisor {
@@ -68,9 +179,11 @@ impl Actor for RoomSupervisor {
         (config, counters): Self::Arguments,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let room_metrics = config.telemetry.actor("review_room");
+        let relay_metrics = config.telemetry.actor("room_relay");
         Ok(SupervisorState {
             config,
             room_metrics,
+            relay_metrics,
             counters,
             rooms: HashMap::new(),
         })
@@ -88,32 +201,46 @@ impl Actor for RoomSupervisor {
                     let _ = reply.send(Ok(room.clone()));
                     return Ok(());
                 }
-                let args = RoomArgs {
-                    name: name.clone(),
-                    settings: state.config.settings.clone(),
-                    store: state.config.store.clone(),
-                    cases: state.config.cases.clone(),
-                    clock: state.config.clock.clone(),
-                    metrics: state.room_metrics.clone(),
-                    counters: state.counters.clone(),
+                let room = match state.may_run(&name).await {
+                    Ok(true) => state.start_owner(&myself, &name).await.map(RoomRef::Owner),
+                    Ok(false) => state.start_relay(&myself, &name).await,
+                    Err(e) => Err(e),
                 };
-                match Actor::spawn_linked(None, ReviewRoom, args, myself.get_cell()).await {
-                    Ok((room, _)) => {
-                        state.rooms.insert(name, room.clone());
-                        let _ = reply.send(Ok(room));
-                    }
-                    Err(e) => {
-                        tracing::error!(room = %name, error = %e, "starting a review room failed");
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
+                let _ = reply.send(room);
+            }
+            SupervisorMsg::Owner(name, reply) => {
+                let answer = match state.rooms.get(&name) {
+                    Some(RoomRef::Owner(room)) => Ok(Some(room.clone())),
+                    Some(RoomRef::Relay(_)) => Ok(None),
+                    None => match state.may_run(&name).await {
+                        Ok(true) => state.start_owner(&myself, &name).await.map(Some),
+                        Ok(false) => Ok(None),
+                        Err(e) => Err(e),
+                    },
+                };
+                let _ = reply.send(answer);
             }
             SupervisorMsg::All(reply) => {
                 let _ = reply.send(state.rooms.values().cloned().collect());
             }
+            SupervisorMsg::LeaseLost(name) => {
+                if let Some(room @ RoomRef::Owner(_)) = state.rooms.get(&name) {
+                    tracing::warn!(room = %name, "room lease lost; another node may run it now");
+                    room.stop();
+                }
+            }
             SupervisorMsg::StopAll(reply) => {
                 for (_, room) in state.rooms.drain() {
-                    let _ = room.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+                    let _ = match room {
+                        RoomRef::Owner(room) => {
+                            room.stop_and_wait(None, Some(Duration::from_secs(5))).await
+                        }
+                        RoomRef::Relay(relay) => {
+                            relay
+                                .stop_and_wait(None, Some(Duration::from_secs(5)))
+                                .await
+                        }
+                    };
                 }
                 let _ = reply.send(());
             }
@@ -135,17 +262,30 @@ impl Actor for RoomSupervisor {
             _ => return Ok(()),
         };
         let id = cell.get_id();
-        let name = state
+        let found = state
             .rooms
             .iter()
-            .find(|(_, room)| room.get_id() == id)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = name {
+            .find(|(_, room)| room.id() == id)
+            .map(|(name, room)| (name.clone(), matches!(room, RoomRef::Owner(_))));
+        if let Some((name, owner)) = found {
             state.rooms.remove(&name);
             if let Some(error) = failure {
                 tracing::error!(room = %name, %error, "review room failed; it restarts on next use");
-                state.room_metrics.failed(&format_args!("room:{name}"));
-                state.room_metrics.stopped(&format_args!("room:{name}"));
+                let metrics = if owner {
+                    &state.room_metrics
+                } else {
+                    &state.relay_metrics
+                };
+                metrics.failed(&format_args!("room:{name}"));
+                metrics.stopped(&format_args!("room:{name}"));
+                if owner {
+                    // A failed room did not give its lease back.
+                    state
+                        .config
+                        .cluster
+                        .release(&cluster::lease_name(&name))
+                        .await;
+                }
             }
         }
         Ok(())
@@ -158,7 +298,9 @@ pub struct RoomHub {
     supervisor: ActorRef<SupervisorMsg>,
     settings: RoomSettings,
     counters: Arc<RoomCounters>,
+    /// Of the rooms this node runs, and of its relays (each counts its own mailbox).
     metrics: ActorMetrics,
+    relay_metrics: ActorMetrics,
 }
 
 impl std::fmt::Debug for RoomHub {
@@ -189,7 +331,10 @@ impl RoomHub {
     pub async fn start(config: RoomsConfig) -> Result<Self, ractor::SpawnErr> {
         let counters = Arc::new(RoomCounters::register(&config.telemetry));
         let metrics = config.telemetry.actor("review_room");
+        let relay_metrics = config.telemetry.actor("room_relay");
         let mut events = config.bus.subscribe();
+        let mut lost = config.cluster.lost();
+        let cluster = config.cluster.clone();
         let settings = config.settings.clone();
         let (supervisor, _) =
             Actor::spawn(None, RoomSupervisor, (config, counters.clone())).await?;
@@ -198,40 +343,42 @@ impl RoomHub {
             settings,
             counters,
             metrics,
+            relay_metrics,
         };
         let router = hub.clone();
         tokio::spawn(async move {
+            // Events for rooms running on other nodes, one ordered publisher per room.
+            let mut elsewhere: HashMap<String, Publisher> = HashMap::new();
             loop {
                 match events.recv().await {
-                    Ok(batch) => {
-                        // One message per room with its events of this commit, in order, so
-                        // the room fans them out together.
-                        let mut by_room: Vec<(String, Vec<Arc<Event>>)> = Vec::new();
-                        for event in batch.iter() {
-                            let Some(room) = room_of(event, &router.settings) else {
-                                continue;
-                            };
-                            match by_room.iter_mut().find(|(name, _)| *name == room) {
-                                Some((_, events)) => events.push(event.clone()),
-                                None => by_room.push((room, vec![event.clone()])),
-                            }
-                        }
-                        for (room, events) in by_room {
-                            match router.room(&room).await {
-                                Ok(actor) => router.send(&actor, RoomMsg::Publish(events)),
-                                Err(e) => {
-                                    tracing::warn!(%room, error = %e, "room events not routed")
-                                }
-                            }
-                        }
-                    }
+                    Ok(batch) => router.route(&batch, &cluster, &mut elsewhere).await,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "rooms lagged behind the event bus; resyncing");
                         router.counters.resyncs.inc();
                         for room in router.rooms().await {
-                            router.send(&room, RoomMsg::Resync);
+                            if let RoomRef::Owner(room) = room {
+                                router.send(&room, RoomMsg::Resync);
+                            }
                         }
                     }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        let supervisor = hub.supervisor.clone();
+        tokio::spawn(async move {
+            loop {
+                match lost.recv().await {
+                    Ok(name) => {
+                        if let Some(room) = name.strip_prefix("room:")
+                            && supervisor
+                                .cast(SupervisorMsg::LeaseLost(room.to_string()))
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -239,9 +386,62 @@ impl RoomHub {
         Ok(hub)
     }
 
+    /// Hands one commit's events to their rooms: one message per room, in order, so a room
+    /// fans them out together; a room running on another node gets them over its channel.
+    async fn route(
+        &self,
+        batch: &[Arc<Event>],
+        cluster: &Cluster,
+        elsewhere: &mut HashMap<String, Publisher>,
+    ) {
+        let mut by_room: Vec<(String, Vec<Arc<Event>>)> = Vec::new();
+        for event in batch {
+            let Some(room) = room_of(event, &self.settings) else {
+                continue;
+            };
+            match by_room.iter_mut().find(|(name, _)| *name == room) {
+                Some((_, events)) => events.push(event.clone()),
+                None => by_room.push((room, vec![event.clone()])),
+            }
+        }
+        for (room, events) in by_room {
+            let owner = call_t!(
+                self.supervisor,
+                SupervisorMsg::Owner,
+                CALL_TIMEOUT_MS,
+                room.clone()
+            );
+            match owner {
+                Ok(Ok(Some(actor))) => self.send(&actor, RoomMsg::Publish(events)),
+                Ok(Ok(None)) => {
+                    let msg = ToOwner::Events {
+                        events: events.iter().map(|e| (**e).clone()).collect(),
+                    };
+                    let publisher = elsewhere
+                        .entry(room.clone())
+                        .or_insert_with(|| cluster.publisher(&cluster::to_owner(&room), 1024));
+                    let sent = serde_json::to_vec(&msg).is_ok_and(|p| publisher.send(p));
+                    if !sent {
+                        tracing::warn!(%room, "room events for another node dropped");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(%room, error = %e, "room events not routed"),
+                Err(e) => tracing::warn!(%room, error = %e, "room events not routed"),
+            }
+        }
+    }
+
     /// The room settings in force.
     pub fn settings(&self) -> &RoomSettings {
         &self.settings
+    }
+
+    /// The metrics of the actor behind `room` (its mailbox counts what is sent to it).
+    fn metrics_of(&self, room: &RoomRef) -> &ActorMetrics {
+        match room {
+            RoomRef::Owner(_) => &self.metrics,
+            RoomRef::Relay(_) => &self.relay_metrics,
+        }
     }
 
     fn send(&self, room: &ActorRef<RoomMsg>, msg: RoomMsg) {
@@ -251,27 +451,38 @@ impl RoomHub {
         }
     }
 
-    async fn room(&self, name: &str) -> Result<ActorRef<RoomMsg>, RoomError> {
+    async fn room(&self, name: &str) -> Result<RoomRef, RoomError> {
         let name = name.to_string();
         call_t!(self.supervisor, SupervisorMsg::Get, CALL_TIMEOUT_MS, name)
             .map_err(|e| RoomError::Unavailable(e.to_string()))?
             .map_err(RoomError::Unavailable)
     }
 
-    async fn rooms(&self) -> Vec<ActorRef<RoomMsg>> {
+    async fn rooms(&self) -> Vec<RoomRef> {
         call_t!(self.supervisor, SupervisorMsg::All, CALL_TIMEOUT_MS).unwrap_or_default()
     }
 
     /// Joins `room`: the connection becomes a member and gets its welcome and replay.
     pub async fn join(&self, room: &str, request: JoinRequest) -> Result<Membership, RoomError> {
-        let actor = self.room(room).await?;
-        self.metrics.queued();
-        let joined = call_t!(actor, RoomMsg::Join, CALL_TIMEOUT_MS, Box::new(request))
-            .map_err(|e| RoomError::Unavailable(e.to_string()))?;
+        let target = self.room(room).await?;
+        let metrics = self.metrics_of(&target).clone();
+        metrics.queued();
+        let unavailable = |e: String| RoomError::Unavailable(e);
+        let joined = match &target {
+            RoomRef::Owner(actor) => {
+                call_t!(actor, RoomMsg::Join, CALL_TIMEOUT_MS, Box::new(request))
+                    .map_err(|e| unavailable(e.to_string()))?
+            }
+            RoomRef::Relay(relay) => {
+                call_t!(relay, RelayMsg::Join, CALL_TIMEOUT_MS, Box::new(request))
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .map_err(unavailable)?
+            }
+        };
         Ok(Membership {
             conn: joined.conn,
-            room: actor,
-            metrics: self.metrics.clone(),
+            room: target,
+            metrics,
             joined: Some(joined),
         })
     }
@@ -282,25 +493,38 @@ impl RoomHub {
         room: &str,
         review_id: &ReviewId,
     ) -> Result<Option<String>, RoomError> {
-        let actor = self.room(room).await?;
-        self.metrics.queued();
-        call_t!(
-            actor,
-            RoomMsg::ClaimHolder,
-            CALL_TIMEOUT_MS,
-            review_id.clone()
-        )
-        .map_err(|e| RoomError::Unavailable(e.to_string()))
+        let target = self.room(room).await?;
+        self.metrics_of(&target).queued();
+        let unavailable = |e: String| RoomError::Unavailable(e);
+        match &target {
+            RoomRef::Owner(actor) => call_t!(
+                actor,
+                RoomMsg::ClaimHolder,
+                CALL_TIMEOUT_MS,
+                review_id.clone()
+            )
+            .map_err(|e| unavailable(e.to_string())),
+            RoomRef::Relay(relay) => call_t!(
+                relay,
+                RelayMsg::ClaimHolder,
+                CALL_TIMEOUT_MS,
+                review_id.clone()
+            )
+            .map_err(|e| unavailable(e.to_string()))?
+            .map_err(unavailable),
+        }
     }
 
-    /// Every running room's counters.
+    /// Every room's counters on this node (rooms it runs, and rooms it relays).
     pub async fn info(&self) -> Vec<RoomInfo> {
         let mut out = Vec::new();
         for room in self.rooms().await {
-            self.metrics.queued();
-            if let Ok(info) = call_t!(room, RoomMsg::Info, CALL_TIMEOUT_MS) {
-                out.push(info);
-            }
+            self.metrics_of(&room).queued();
+            let info = match &room {
+                RoomRef::Owner(actor) => call_t!(actor, RoomMsg::Info, CALL_TIMEOUT_MS).ok(),
+                RoomRef::Relay(relay) => call_t!(relay, RelayMsg::Info, CALL_TIMEOUT_MS).ok(),
+            };
+            out.extend(info);
         }
         out.sort_by(|a, b| a.room.cmp(&b.room));
         out
@@ -319,8 +543,8 @@ impl RoomHub {
 /// A connection's place in a room. Dropping it leaves the room (claims lapse, presence
 /// updates), whatever ended the connection.
 pub struct Membership {
-    conn: super::room::ConnId,
-    room: ActorRef<RoomMsg>,
+    conn: ConnId,
+    room: RoomRef,
     metrics: ActorMetrics,
     joined: Option<Joined>,
 }
@@ -334,7 +558,10 @@ impl Membership {
     /// Hands a reviewer's frame to the room.
     pub fn client(&self, frame: super::protocol::ClientFrame) -> bool {
         self.metrics.queued();
-        let sent = self.room.cast(RoomMsg::Client(self.conn, frame)).is_ok();
+        let sent = match &self.room {
+            RoomRef::Owner(room) => room.cast(RoomMsg::Client(self.conn, frame)).is_ok(),
+            RoomRef::Relay(relay) => relay.cast(RelayMsg::Client(self.conn, frame)).is_ok(),
+        };
         if !sent {
             self.metrics.mailbox.dec();
         }
@@ -345,7 +572,11 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.metrics.queued();
-        if self.room.cast(RoomMsg::Leave(self.conn)).is_err() {
+        let sent = match &self.room {
+            RoomRef::Owner(room) => room.cast(RoomMsg::Leave(self.conn)).is_ok(),
+            RoomRef::Relay(relay) => relay.cast(RelayMsg::Leave(self.conn)).is_ok(),
+        };
+        if !sent {
             self.metrics.mailbox.dec();
         }
     }

@@ -6,9 +6,13 @@
 //! - [`hub`]: the rooms' supervisor, the routing of committed events to rooms, and the
 //!   [`RoomHub`] handle the edge uses.
 //! - [`protocol`]: the frames on the wire.
+//! - [`cluster`], [`relay`]: rooms across nodes sharing one store: one node runs a room, the
+//!   others relay their reviewers' connections to it.
 
+pub mod cluster;
 pub mod hub;
 pub mod protocol;
+pub mod relay;
 pub mod room;
 mod settings;
 

@@ -40,6 +40,40 @@ pub struct ClientFrame {
     pub request: ClientRequest,
 }
 
+impl ClientFrame {
+    /// The frame as a reviewer would send it, so [`parse`] gives it back (a node relaying a
+    /// reviewer's frame to the node running the room sends this).
+    pub fn to_text(&self) -> String {
+        let mut obj = Map::new();
+        let kind = match &self.request {
+            ClientRequest::Claim => "claim",
+            ClientRequest::Release => "release",
+            ClientRequest::Act { action, .. } => action.as_str(),
+        };
+        obj.insert("type".into(), json!(kind));
+        obj.insert("ref".into(), self.reference.clone());
+        obj.insert("review_id".into(), json!(self.review_id.as_str()));
+        if let ClientRequest::Act {
+            comments,
+            edited_solution,
+            edit_reason,
+            ..
+        } = &self.request
+        {
+            for (name, value) in [
+                ("comments", comments),
+                ("edited_solution", edited_solution),
+                ("edit_reason", edit_reason),
+            ] {
+                if let Some(value) = value {
+                    obj.insert(name.into(), json!(value));
+                }
+            }
+        }
+        Value::Object(obj).to_string()
+    }
+}
+
 /// A frame that could not be understood, answered with an `error` frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameError {
@@ -231,6 +265,20 @@ mod tests {
             }
         );
         assert_eq!(f.reference, json!(7));
+    }
+
+    #[test]
+    fn a_frame_written_back_parses_to_itself() {
+        for text in [
+            r#"{"type":"claim","ref":"a1","review_id":"rev-abcdefabcdef"}"#,
+            r#"{"type":"release","ref":null,"review_id":"rev-abcdefabcdef"}"#,
+            r#"{"type":"approve","ref":3,"review_id":"rev-abcdefabcdef","comments":"ok"}"#,
+            r#"{"type":"reject","review_id":"rev-abcdefabcdef"}"#,
+            r#"{"type":"edit","ref":"e","review_id":"rev-abcdefabcdef","edited_solution":"x","edit_reason":"y","comments":"z"}"#,
+        ] {
+            let frame = parse(text).unwrap();
+            assert_eq!(parse(&frame.to_text()).unwrap(), frame, "{text}");
+        }
     }
 
     #[test]

@@ -18,9 +18,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use super::RoomSettings;
+use super::cluster::{self, FromOwner, RemoteSide, ToOwner};
 use super::protocol::{self, CLOSE_TOO_SLOW, ClientFrame, ClientRequest};
 use crate::case::{CaseDirectory, CaseError, ReviewDecision, lifecycle};
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
+use crate::cluster::link::{Received, Subscription};
 use crate::domain::{Event, EventKind, ReviewId, ReviewStatus, rfc3339};
 use crate::store::{RoomEntry, RoomMeta, SharedStore, StoreError};
 use crate::telemetry::ActorMetrics;
@@ -65,6 +68,9 @@ pub struct RoomInfo {
     pub reviewers: Vec<String>,
     pub pending: usize,
     pub claims: usize,
+    /// True on a node relaying its reviewers to the node that runs the room (which reports
+    /// the room's seq, pending reviews and claims; a relay reports only its connections).
+    pub relay: bool,
 }
 
 /// Messages of a room.
@@ -84,6 +90,8 @@ pub enum RoomMsg {
     /// Reload the pending reviews from the store (after the bus lagged).
     Resync,
     Info(RpcReplyPort<RoomInfo>),
+    /// What another node sent the room (its relay, or a node with events for it).
+    Remote(ToOwner),
 }
 
 /// What a room needs.
@@ -92,6 +100,8 @@ pub struct RoomArgs {
     pub name: String,
     pub settings: RoomSettings,
     pub store: SharedStore,
+    /// When nodes share the store, this room's owner serves reviewers on other nodes too.
+    pub cluster: Cluster,
     pub cases: CaseDirectory,
     pub clock: SharedClock,
     pub metrics: ActorMetrics,
@@ -130,8 +140,18 @@ impl PendingReview {
 
 struct Member {
     reviewer: String,
-    tx: mpsc::Sender<Bytes>,
-    kick: Option<oneshot::Sender<Kick>>,
+    link: Link,
+}
+
+/// Where a member's frames go.
+enum Link {
+    /// A connection on this node: its bounded buffer, and how to close it.
+    Local {
+        tx: mpsc::Sender<Bytes>,
+        kick: Option<oneshot::Sender<Kick>>,
+    },
+    /// A connection on another node, served by that node's relay (which bounds and closes it).
+    Remote { node: String, conn: u64 },
 }
 
 pub struct RoomState {
@@ -149,6 +169,16 @@ pub struct RoomState {
     writer: Option<HistoryWriter>,
     /// Members whose buffer overflowed or closed, to be removed after the current fan-out.
     dropped: Vec<ConnId>,
+    /// When nodes share the store: what this room sends to other nodes' relays.
+    remote: Option<RemoteSide>,
+    /// Remote members by (node, the relay's connection id).
+    remote_members: HashMap<(String, u64), ConnId>,
+    /// The task handing other nodes' messages to this room.
+    inbound: Option<tokio::task::JoinHandle<()>>,
+    /// When the relays last heard from this room.
+    heard_at: Instant,
+    /// When this room last heard from each node with remote members.
+    relays_heard: HashMap<String, Instant>,
 }
 
 /// Loads the pending reviews of `room` with what reviewers see of them.
@@ -224,6 +254,17 @@ impl Actor for ReviewRoom {
         store.room_append(&args.name, &meta, &[], keep).await?;
         let writer = HistoryWriter::start(&args, epoch.clone());
         let pending = load_pending(store, &args.name).await?;
+        let (remote, inbound) = match args.cluster.subscribe(&cluster::to_owner(&args.name)).await {
+            Some(subscription) => (
+                Some(RemoteSide::start(&args.cluster, &args.name)),
+                Some(tokio::spawn(receive_remote(
+                    subscription,
+                    myself.clone(),
+                    args.metrics.clone(),
+                ))),
+            ),
+            None => (None, None),
+        };
         // Claims lapse on a wall-clock sweep; the time they are compared with is the clock's.
         let sweep = args.settings.claim_sweep();
         let ticker = myself.clone();
@@ -251,6 +292,11 @@ impl Actor for ReviewRoom {
             presence: BTreeMap::new(),
             next_conn: 1,
             dropped: Vec::new(),
+            remote,
+            remote_members: HashMap::new(),
+            inbound,
+            heard_at: Instant::now(),
+            relays_heard: HashMap::new(),
         })
     }
 
@@ -259,30 +305,42 @@ impl Actor for ReviewRoom {
         _myself: ActorRef<RoomMsg>,
         state: &mut RoomState,
     ) -> Result<(), ActorProcessingErr> {
+        // Other nodes' reviewers reconnect to whichever node runs the room next.
+        if let Some(inbound) = state.inbound.take() {
+            inbound.abort();
+        }
+        if let Some(remote) = &state.remote {
+            remote.send(FromOwner::Closing);
+        }
         // Write what is queued, then mark the history closed cleanly (same epoch next time).
         // If any of it could not be written, the room stays marked open, so its next start
         // begins a new epoch rather than promise resumes from a history with a hole in it.
         if let Some(writer) = state.writer.take() {
-            if !writer.finish().await {
+            if writer.finish().await {
+                let meta = RoomMeta {
+                    epoch: state.epoch.clone(),
+                    seq: state.seq,
+                    open: false,
+                };
+                let keep = state.args.settings.history;
+                if let Err(e) = state
+                    .args
+                    .store
+                    .room_append(&state.args.name, &meta, &[], keep)
+                    .await
+                {
+                    tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
+                }
+            } else {
                 tracing::warn!(room = %state.args.name, "room history incomplete; the next start begins a new epoch");
-                count_stopped(state);
-                return Ok(());
-            }
-            let meta = RoomMeta {
-                epoch: state.epoch.clone(),
-                seq: state.seq,
-                open: false,
-            };
-            let keep = state.args.settings.history;
-            if let Err(e) = state
-                .args
-                .store
-                .room_append(&state.args.name, &meta, &[], keep)
-                .await
-            {
-                tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
             }
         }
+        // Only now may another node run the room: its history is as complete as it gets.
+        state
+            .args
+            .cluster
+            .release(&cluster::lease_name(&state.args.name))
+            .await;
         count_stopped(state);
         Ok(())
     }
@@ -304,15 +362,14 @@ impl Actor for ReviewRoom {
             RoomMsg::Client(conn, frame) => state.client(&myself, conn, frame).await,
             RoomMsg::Publish(events) => state.publish_events(&events).await,
             RoomMsg::Answer(conn, frame) => state.send_to(conn, frame),
-            RoomMsg::Tick => state.expire_claims().await,
+            RoomMsg::Tick => {
+                state.expire_claims().await;
+                state.heartbeat();
+                state.drop_silent_relays().await;
+            }
+            RoomMsg::Remote(msg) => state.remote_message(&myself, msg).await,
             RoomMsg::ClaimHolder(id, reply) => {
-                let now = state.args.clock.now();
-                let holder = state
-                    .pending
-                    .get(id.as_str())
-                    .and_then(|p| p.claim_holder(now))
-                    .map(|c| c.reviewer.clone());
-                let _ = reply.send(holder);
+                let _ = reply.send(state.claim_holder(id.as_str()));
             }
             RoomMsg::Resync => state.resync().await,
             RoomMsg::Info(reply) => {
@@ -332,7 +389,11 @@ impl RoomState {
             room: self.args.name.clone(),
             epoch: self.epoch.clone(),
             seq: self.seq,
-            connections: self.members.len(),
+            connections: self
+                .members
+                .values()
+                .filter(|m| matches!(m.link, Link::Local { .. }))
+                .count(),
             reviewers: self.presence.keys().cloned().collect(),
             pending: self.pending.len(),
             claims: self
@@ -340,6 +401,7 @@ impl RoomState {
                 .values()
                 .filter(|p| p.claim_holder(now).is_some())
                 .count(),
+            relay: false,
         }
     }
 
@@ -360,17 +422,41 @@ impl RoomState {
     }
 
     fn join(&mut self, request: JoinRequest) -> Joined {
+        let JoinRequest {
+            reviewer,
+            since,
+            epoch,
+            tx,
+            kick,
+        } = request;
+        let link = Link::Local {
+            tx,
+            kick: Some(kick),
+        };
+        self.args.counters.connections.inc();
+        self.admit(reviewer, since, epoch.as_deref(), link)
+    }
+
+    /// Makes a member of a connection (here or on another node): its welcome and replay, built
+    /// in the same handler that adds it, so no event falls between them and the live stream.
+    fn admit(
+        &mut self,
+        reviewer: String,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        link: Link,
+    ) -> Joined {
         let conn = self.next_conn;
         self.next_conn += 1;
         let oldest = self.history.front().map_or(self.seq + 1, |(seq, _)| *seq);
-        let resumable = match (request.since, &request.epoch) {
+        let resumable = match (since, epoch) {
             (Some(since), Some(epoch)) => {
-                *epoch == self.epoch && since <= self.seq && since + 1 >= oldest
+                epoch == self.epoch && since <= self.seq && since + 1 >= oldest
             }
             _ => false,
         };
-        let reset = request.since.is_some() && !resumable;
-        let replay: Vec<Bytes> = match request.since {
+        let reset = since.is_some() && !resumable;
+        let replay: Vec<Bytes> = match since {
             Some(since) if resumable => self
                 .history
                 .iter()
@@ -379,7 +465,6 @@ impl RoomState {
                 .collect(),
             _ => Vec::new(),
         };
-        let reviewer = request.reviewer.clone();
         let first = {
             let count = self.presence.entry(reviewer.clone()).or_insert(0);
             *count += 1;
@@ -400,19 +485,129 @@ impl RoomState {
             "presence": self.presence.keys().collect::<Vec<_>>(),
             "claim_ttl_seconds": self.args.settings.claim_ttl.as_secs(),
         });
-        self.members.insert(
-            conn,
-            Member {
-                reviewer,
-                tx: request.tx,
-                kick: Some(request.kick),
-            },
-        );
-        self.args.counters.connections.inc();
+        if let Link::Remote { node, conn: remote } = &link {
+            self.remote_members.insert((node.clone(), *remote), conn);
+        }
+        self.members.insert(conn, Member { reviewer, link });
         Joined {
             conn,
             welcome: Bytes::from(welcome.to_string()),
             replay,
+        }
+    }
+
+    /// Who holds the claim on `review_id`, if anyone.
+    fn claim_holder(&self, review_id: &str) -> Option<String> {
+        let now = self.args.clock.now();
+        self.pending
+            .get(review_id)
+            .and_then(|p| p.claim_holder(now))
+            .map(|c| c.reviewer.clone())
+    }
+
+    /// Tells the relays this room is alive, when any of them serves a member.
+    fn heartbeat(&mut self) {
+        let Some(remote) = &self.remote else { return };
+        if !self.remote_members.is_empty() && self.heard_at.elapsed() >= cluster::HEARTBEAT {
+            remote.send(FromOwner::Heartbeat);
+            self.heard_at = Instant::now();
+        }
+    }
+
+    /// Drops the members of nodes not heard from for [`cluster::OWNER_SILENCE`] (a dead
+    /// node's reviewers leave; their claims lapse).
+    async fn drop_silent_relays(&mut self) {
+        let silent: Vec<String> = self
+            .relays_heard
+            .iter()
+            .filter(|(_, heard)| heard.elapsed() >= cluster::OWNER_SILENCE)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in silent {
+            self.relays_heard.remove(&node);
+            let gone: Vec<ConnId> = self
+                .remote_members
+                .iter()
+                .filter(|((n, _), _)| *n == node)
+                .map(|(_, conn)| *conn)
+                .collect();
+            if !gone.is_empty() {
+                tracing::warn!(room = %self.args.name, %node, members = gone.len(), "a node fell silent; dropping its reviewers");
+            }
+            for conn in gone {
+                self.leave(conn, "disconnected").await;
+            }
+        }
+    }
+
+    /// Handles what another node sent the room.
+    async fn remote_message(&mut self, myself: &ActorRef<RoomMsg>, msg: ToOwner) {
+        if let Some(node) = msg.node() {
+            self.relays_heard.insert(node.to_string(), Instant::now());
+        }
+        match msg {
+            ToOwner::Alive { .. } => {}
+            ToOwner::Join {
+                node,
+                conn,
+                reviewer,
+                since,
+                epoch,
+            } => {
+                // A relay asks again until its welcome arrives: a repeat is already served.
+                if self.remote_members.contains_key(&(node.clone(), conn)) {
+                    return;
+                }
+                let link = Link::Remote {
+                    node: node.clone(),
+                    conn,
+                };
+                let joined = self.admit(reviewer, since, epoch.as_deref(), link);
+                let frames: Vec<Bytes> = std::iter::once(joined.welcome)
+                    .chain(joined.replay)
+                    .collect();
+                self.remote_send(|remote| remote.direct(&node, conn, &frames));
+            }
+            ToOwner::Leave { node, conn } => {
+                if let Some(local) = self.remote_members.get(&(node, conn)).copied() {
+                    self.leave(local, "disconnected").await;
+                }
+            }
+            ToOwner::Client { node, conn, frame } => {
+                let Some(local) = self.remote_members.get(&(node, conn)).copied() else {
+                    return;
+                };
+                match protocol::parse(&frame) {
+                    Ok(frame) => self.client(myself, local, frame).await,
+                    Err(e) => self.send_to(local, e.frame()),
+                }
+            }
+            ToOwner::Events { events } => {
+                let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+                self.publish_events(&events).await;
+            }
+            ToOwner::ClaimHolder {
+                node,
+                query,
+                review_id,
+            } => {
+                let holder = self.claim_holder(&review_id);
+                self.remote_send(|remote| {
+                    remote.send(FromOwner::Answer {
+                        node,
+                        query,
+                        holder,
+                    })
+                });
+            }
+        }
+    }
+
+    /// Sends to the relays (when nodes share the store); counts as a sign of life.
+    fn remote_send(&mut self, send: impl FnOnce(&RemoteSide)) {
+        if let Some(remote) = &self.remote {
+            send(remote);
+            self.heard_at = Instant::now();
         }
     }
 
@@ -422,7 +617,14 @@ impl RoomState {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
-        self.args.counters.connections.dec();
+        match &member.link {
+            Link::Local { .. } => {
+                self.args.counters.connections.dec();
+            }
+            Link::Remote { node, conn } => {
+                self.remote_members.remove(&(node.clone(), *conn));
+            }
+        }
         let held: Vec<String> = self
             .pending
             .iter()
@@ -456,15 +658,24 @@ impl RoomState {
         }
     }
 
-    /// Queues a frame for one member; a full buffer kicks it with 4008.
+    /// Queues a frame for one member; a full buffer kicks it with 4008. A member on another
+    /// node gets it through its relay, which bounds and closes that connection itself.
     fn send_to(&mut self, conn: ConnId, frame: Bytes) {
         let Some(member) = self.members.get_mut(&conn) else {
             return;
         };
-        match member.tx.try_send(frame) {
+        let (tx, kick) = match &mut member.link {
+            Link::Local { tx, kick } => (tx, kick),
+            Link::Remote { node, conn } => {
+                let (node, conn) = (node.clone(), *conn);
+                self.remote_send(|remote| remote.direct(&node, conn, &[frame]));
+                return;
+            }
+        };
+        match tx.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Some(kick) = member.kick.take() {
+                if let Some(kick) = kick.take() {
                     self.args.counters.slow_closes.inc();
                     tracing::info!(
                         room = %self.args.name,
@@ -490,7 +701,15 @@ impl RoomState {
     /// all of them at once and sends them with one flush. A member that cannot take one gets
     /// none of the rest (it is kicked or gone).
     fn broadcast_all(&mut self, frames: &[Bytes]) {
-        let conns: Vec<ConnId> = self.members.keys().copied().collect();
+        if frames.is_empty() {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| matches!(m.link, Link::Local { .. }))
+            .map(|(conn, _)| *conn)
+            .collect();
         for conn in conns {
             for frame in frames {
                 self.send_to(conn, frame.clone());
@@ -498,6 +717,10 @@ impl RoomState {
                     break;
                 }
             }
+        }
+        // One message for every member on other nodes, however many there are.
+        if !self.remote_members.is_empty() {
+            self.remote_send(|remote| remote.frames(frames));
         }
     }
 
@@ -786,11 +1009,13 @@ impl DecisionTask {
 
 /// The gauges a stopped room no longer counts in.
 fn count_stopped(state: &RoomState) {
-    state
-        .args
-        .counters
-        .connections
-        .dec_by(state.members.len() as i64);
+    state.args.counters.connections.dec_by(
+        state
+            .members
+            .values()
+            .filter(|m| matches!(m.link, Link::Local { .. }))
+            .count() as i64,
+    );
     state
         .args
         .metrics
@@ -858,6 +1083,30 @@ impl HistoryWriter {
                 tracing::warn!("room history writer did not finish in time");
                 false
             }
+        }
+    }
+}
+
+/// Hands other nodes' messages for this room (its `to-owner` channel) to the room, until the
+/// room stops. A lost message is asked for again by its sender (a relay repeats a join until
+/// its welcome arrives) or costs what the bus losing it would: see [`RoomMsg::Resync`].
+async fn receive_remote(
+    mut subscription: Subscription,
+    room: ActorRef<RoomMsg>,
+    metrics: ActorMetrics,
+) {
+    while let Some(item) = subscription.recv().await {
+        let Received::Message(payload) = item else {
+            continue;
+        };
+        match serde_json::from_slice::<ToOwner>(&payload) {
+            Ok(msg) => {
+                metrics.queued();
+                if room.cast(RoomMsg::Remote(msg)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable room message from another node"),
         }
     }
 }
