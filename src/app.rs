@@ -103,6 +103,7 @@ impl Application {
         let alerts = AlertMonitor::start(AlertArgs {
             settings: settings.alerts.clone(),
             store: store.clone(),
+            cluster: cluster.clone(),
             bus: bus.clone(),
             metrics: telemetry.actor("alert_monitor"),
         })

@@ -268,3 +268,43 @@ async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
     assert_eq!(got.json()["data"]["case_id"], created["case_id"]);
     b.stop().await;
 }
+
+async fn alerts(app: &TestApp) -> Vec<Value> {
+    app.events()
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == json!("alert.triggered"))
+        .collect()
+}
+
+#[tokio::test]
+async fn cases_on_every_node_count_toward_one_alert() {
+    let store = TestStore::private_redis();
+    let (a, b) = two_nodes(&store).await;
+    let mut body = intake_body(SSL);
+    body.as_object_mut().unwrap().remove("product");
+    // Five of one subcategory, spread over both nodes (threshold 5): neither saw five itself.
+    for i in 0..5 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.post("/webhook/support/intake", body.clone())
+            .await
+            .ok();
+    }
+    let raised = eventually(Duration::from_secs(10), || async {
+        let raised = alerts(&a).await;
+        (!raised.is_empty()).then_some(raised)
+    })
+    .await;
+    // A sixth, within the cool-down, raises nothing more, on either node.
+    b.post("/webhook/support/intake", body.clone()).await.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = alerts(&b).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(raised[0]["data"]["count"], json!(5));
+    assert_eq!(
+        raised[0]["data"]["description"],
+        json!("5 cases of configuration/ssl-certificates within 10 minutes")
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -200,6 +200,17 @@ async fn spawn_on_clock(
 }
 
 impl TestApp {
+    /// A handle on a server already running at `base` (another test's, or a process).
+    pub fn attach(base: &str) -> TestApp {
+        TestApp {
+            base: base.to_string(),
+            client: reqwest::Client::new(),
+            _store: None,
+            shutdown: None,
+            handle: None,
+        }
+    }
+
     /// Sends a request with optional API key and JSON body.
     pub async fn send(
         &self,
@@ -407,13 +418,7 @@ impl ServerProcess {
 
     /// A test app handle talking to this process.
     pub fn client(&self) -> TestApp {
-        TestApp {
-            base: self.base.clone(),
-            client: reqwest::Client::new(),
-            _store: None,
-            shutdown: None,
-            handle: None,
-        }
+        TestApp::attach(&self.base)
     }
 }
 

@@ -361,6 +361,38 @@ impl Cluster {
         )
     }
 
+    /// The name of shared key `name` (under the key prefix), for state all nodes keep
+    /// together ([`eval`](Self::eval)); `None` when single.
+    pub fn shared_key(&self, name: &str) -> Option<String> {
+        let shared = self.inner.shared.as_ref()?;
+        Some(format!("{}{name}", shared.prefix))
+    }
+
+    /// Runs `script` on the shared Redis with the store's deadline (shared only: when single
+    /// there is nobody to share with, and this answers `Unavailable`).
+    pub async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let Some(shared) = &self.inner.shared else {
+            return Err(StoreError::Unavailable("not shared".into()));
+        };
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut conn = shared.conn.clone();
+        tokio::time::timeout(shared.timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| unavailable("redis did not answer in time"))?
+            .map_err(unavailable)
+    }
+
     /// The lease ttl (how long a dead node's leases hold others up).
     pub fn lease_ttl(&self) -> Duration {
         self.inner
