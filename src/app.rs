@@ -160,7 +160,7 @@ impl Application {
         })
         .await
         .context("starting the review rooms")?;
-        let limits = RateLimits::new(&settings.rate_limits);
+        let limits = RateLimits::new(&settings.rate_limits, cluster.clone());
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("server.bind: cannot listen on {addr}"))?;

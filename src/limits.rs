@@ -4,6 +4,11 @@
 //! Each endpoint group has a keyed GCRA limiter (governor): a burst of `limit` requests,
 //! replenished evenly over a minute. The key is the caller's API key fingerprint when a valid key
 //! is presented, else the client address, so unknown keys cannot grow the key space.
+//!
+//! Nodes sharing a Redis share the limits: the same GCRA runs there (one script per request,
+//! the caller's theoretical arrival time in a key that expires once replenished), so a caller
+//! spread over several nodes by a load balancer gets the contract's limit, not one per node. If
+//! Redis does not answer, the node's own limiter decides.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -18,6 +23,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 use serde_json::json;
+
+use casehub_actors::cluster::{Allowance, Cluster};
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -52,6 +59,14 @@ pub struct RateLimits {
     enabled: bool,
     groups: Vec<(Group, GroupLimiter)>,
     clock: DefaultClock,
+    /// When nodes share the store, where the shared limits live.
+    cluster: Cluster,
+}
+
+/// What a check found.
+enum Verdict {
+    Allowed { remaining: u32 },
+    Limited { wait: Duration },
 }
 
 const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -59,8 +74,8 @@ const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining")
 const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 impl RateLimits {
-    /// Limiters for the configured per-minute limits.
-    pub fn new(settings: &RateLimitSettings) -> Arc<Self> {
+    /// Limiters for the configured per-minute limits (shared when `cluster` is).
+    pub fn new(settings: &RateLimitSettings, cluster: Cluster) -> Arc<Self> {
         let make = |group, limit: u32| {
             let per_minute = NonZeroU32::new(limit.max(1)).expect("at least one");
             let limiter = RateLimiter::keyed(Quota::per_minute(per_minute))
@@ -78,6 +93,7 @@ impl RateLimits {
                 make(Group::Review, settings.review),
             ],
             clock: DefaultClock::default(),
+            cluster,
         })
     }
 
@@ -91,7 +107,7 @@ impl RateLimits {
     }
 
     /// Takes one request from `key`'s allowance in `group`: `Ok(headers)` or `Err(429)`.
-    pub fn check(
+    pub async fn check(
         &self,
         group: Group,
         key: &str,
@@ -102,9 +118,12 @@ impl RateLimits {
             .unwrap_or_default()
             .as_secs();
         let per_request = Duration::from_secs(60) / g.limit.max(1);
-        match g.limiter.check_key(&key.to_string()) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
+        let verdict = match self.shared_check(group, g, key, per_request).await {
+            Some(verdict) => verdict,
+            None => self.local_check(g, key),
+        };
+        match verdict {
+            Verdict::Allowed { remaining } => {
                 let refill = per_request * (g.limit - remaining.min(g.limit));
                 Ok(headers(
                     g.limit,
@@ -112,8 +131,7 @@ impl RateLimits {
                     now_unix + refill.as_secs().max(1),
                 ))
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
+            Verdict::Limited { wait } => {
                 let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let mut err = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -133,6 +151,41 @@ impl RateLimits {
                     err = err.with_header(name, value);
                 }
                 Err(err)
+            }
+        }
+    }
+
+    fn local_check(&self, g: &GroupLimiter, key: &str) -> Verdict {
+        match g.limiter.check_key(&key.to_string()) {
+            Ok(snapshot) => Verdict::Allowed {
+                remaining: snapshot.remaining_burst_capacity(),
+            },
+            Err(not_until) => Verdict::Limited {
+                wait: not_until.wait_time_from(self.clock.now()),
+            },
+        }
+    }
+
+    /// The shared verdict, when nodes share the store and it answers.
+    async fn shared_check(
+        &self,
+        group: Group,
+        g: &GroupLimiter,
+        key: &str,
+        per_request: Duration,
+    ) -> Option<Verdict> {
+        let name = format!("{group:?}:{key}");
+        match self
+            .cluster
+            .take_allowance(&name, per_request, g.limit)
+            .await
+        {
+            Ok(Some(Allowance::Allowed { remaining })) => Some(Verdict::Allowed { remaining }),
+            Ok(Some(Allowance::Limited { wait })) => Some(Verdict::Limited { wait }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared rate limit unavailable; this node's decides");
+                None
             }
         }
     }
@@ -175,7 +228,7 @@ pub async fn enforce(
     }
     let ip = client_ip(request.extensions());
     let key = caller_key(&state.auth, request.headers(), request.uri().path(), ip);
-    match state.limits.check(group, &key) {
+    match state.limits.check(group, &key).await {
         Err(err) => err.into_response(),
         Ok(headers) => {
             let mut response = next.run(request).await;

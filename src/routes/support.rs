@@ -171,17 +171,28 @@ pub async fn create_once(state: &AppState, intake: Intake, key: Option<String>) 
         locks.entry(key.clone()).or_default().clone()
     };
     let guard = lock.lock().await;
-    let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
-        .unwrap_or(chrono::Duration::hours(24));
-    let not_before = chrono::Utc::now() - ttl;
-    let result = match state.store.idempotent_case(&key, not_before).await {
-        Ok(Some(id)) => state.cases.get(id).await.map_err(ApiError::from),
-        Ok(None) => state
-            .cases
-            .create(intake, Some(key.clone()))
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e.into()),
+    // Nodes sharing the store: one creator per key across all of them, too.
+    let lease = format!("idempotency:{key}");
+    let wait = state.settings.server.request_timeout;
+    let result = if state.cluster.acquire_within(&lease, wait).await {
+        let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
+            .unwrap_or(chrono::Duration::hours(24));
+        let not_before = chrono::Utc::now() - ttl;
+        let found = match state.store.idempotent_case(&key, not_before).await {
+            Ok(Some(id)) => state.cases.get(id).await.map_err(ApiError::from),
+            Ok(None) => state
+                .cases
+                .create(intake, Some(key.clone()))
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e.into()),
+        };
+        state.cluster.release(&lease).await;
+        found
+    } else {
+        Err(ApiError::unavailable(
+            "Another request with this key is still being handled; retry shortly",
+        ))
     };
     drop(guard);
     {

@@ -308,3 +308,73 @@ async fn cases_on_every_node_count_toward_one_alert() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_creates_one_case_whichever_nodes_it_reaches() {
+    let store = TestStore::private_redis();
+    let (a, b) = two_nodes(&store).await;
+    let mut racers = Vec::new();
+    for i in 0..10 {
+        let node = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        racers.push(tokio::spawn(async move {
+            let reply = reqwest::Client::new()
+                .post(format!("{node}/webhook/support/intake"))
+                .header("X-API-Key", CLIENT_KEY)
+                .header("Idempotency-Key", "order-4711")
+                .json(&intake_body(SSL))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), StatusCode::OK);
+            let body: Value = reply.json().await.unwrap();
+            body["case_id"].as_str().unwrap().to_string()
+        }));
+    }
+    let mut ids = Vec::new();
+    for racer in racers {
+        ids.push(racer.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let created = a
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == json!("case.created"))
+        .count();
+    assert_eq!(created, 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_gets_its_rate_limit_once_across_nodes() {
+    let store = TestStore::private_redis();
+    let limited = |s: &mut casehub::Settings| s.rate_limits.intake = 6;
+    let a = spawn_on(&store, limited).await;
+    let b = spawn_on(&store, limited).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let reply = node.post("/webhook/support/intake", intake_body(SSL)).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            reply.assert_error(429, "RATE_LIMITED");
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+        assert_eq!(reply.headers["x-ratelimit-limit"], "6");
+        statuses.push(reply.status.as_u16());
+    }
+    // Six per minute for the caller, not six per node.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[6..], [429, 429, 429, 429]);
+    a.stop().await;
+    b.stop().await;
+}

@@ -15,6 +15,9 @@
 //!   one pub/sub connection per node ([`link`]).
 
 pub mod link;
+mod rate;
+
+pub use rate::Allowance;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -220,6 +223,23 @@ impl Cluster {
         }
         let node = holder.rsplit_once(':').map_or(holder.as_str(), |(n, _)| n);
         Ok(Acquired::HeldBy(node.to_string()))
+    }
+
+    /// Takes lease `name`, waiting up to `wait` while another node holds it (polling with a
+    /// short back-off): a lock across nodes. False when the wait ran out.
+    pub async fn acquire_within(&self, name: &str, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            if let Ok(Acquired::Taken) = self.acquire(name).await {
+                return true;
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Whether this node holds `name` (always when single).
