@@ -46,6 +46,8 @@ pub enum AlertMsg {
 
 /// Created cases observed at once at most (one round trip to shared windows).
 const BATCH: usize = 256;
+/// How long the monitor gathers cases for one pass over shared windows.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// The monitor actor type.
 pub struct AlertMonitor;
@@ -71,15 +73,22 @@ impl AlertMonitor {
     pub async fn start(args: AlertArgs) -> Result<ActorRef<AlertMsg>, ractor::SpawnErr> {
         let mut events = args.bus.subscribe();
         let metrics = args.metrics.clone();
+        // Shared windows cost a round trip per pass: gather a few milliseconds' worth.
+        let gather = if args.cluster.is_shared() {
+            GATHER
+        } else {
+            Duration::ZERO
+        };
         let (monitor, _) = Actor::spawn(None, AlertMonitor, args).await?;
         metrics.spawned(&"alert-monitor");
         let target = monitor.clone();
         tokio::spawn(async move {
             loop {
-                // Everything already on the bus goes in one message, so a burst of intake costs
-                // one pass over the windows, not one per case.
+                // Everything on the bus by then goes in one message, so a burst of intake
+                // costs one pass over the windows, not one per case.
                 let mut created = Vec::new();
                 let mut next = Some(events.recv().await);
+                let until = tokio::time::Instant::now() + gather;
                 while let Some(received) = next.take() {
                     match received {
                         Ok(batch) => created.extend(
@@ -94,13 +103,7 @@ impl AlertMonitor {
                         Err(RecvError::Closed) => return,
                     }
                     if created.len() < BATCH {
-                        next = match events.try_recv() {
-                            Ok(batch) => Some(Ok(batch)),
-                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
-                                Some(Err(RecvError::Lagged(n)))
-                            }
-                            Err(_) => None,
-                        };
+                        next = tokio::time::timeout_at(until, events.recv()).await.ok();
                     }
                 }
                 if created.is_empty() {

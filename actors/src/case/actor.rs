@@ -341,7 +341,7 @@ async fn persist(
         idempotency,
         fence,
     };
-    if let Err(e) = ctx.store.commit(commit.clone()).await {
+    if let Err(e) = ctx.store.commit(&commit).await {
         if matches!(e, StoreError::Fenced(_)) {
             lease_lost();
         }

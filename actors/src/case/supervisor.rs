@@ -300,7 +300,8 @@ impl Actor for CaseSupervisor {
                     state.deliver(&myself, case_id, msg).await;
                 }
             }
-            _ => state.give_back(case_id),
+            _ if handed_over => {}
+            _ => state.let_lapse(case_id),
         }
         Ok(())
     }
@@ -430,13 +431,20 @@ impl SupervisorState {
         });
     }
 
-    /// Gives the case's lease back, if held (in the background; a no-op when single).
+    /// Gives the case's lease back (in the background; a no-op when single), when another
+    /// node asked for the case.
     fn give_back(&self, case_id: CaseId) {
         let cluster = &self.ctx.cluster;
-        let name = super::lease_name(case_id);
-        if cluster.is_shared() && cluster.holds(&name) {
-            tokio::spawn(cluster.release_owned(name));
+        if cluster.is_shared() {
+            tokio::spawn(cluster.release_owned(super::lease_name(case_id)));
         }
+    }
+
+    /// Leaves the case's lease to lapse once its actor stopped with nobody waiting: this node
+    /// takes it back at once if the case is used here again, and gives it back if another node
+    /// asks.
+    fn let_lapse(&self, case_id: CaseId) {
+        self.ctx.cluster.let_lapse(&super::lease_name(case_id));
     }
 
     /// Drains the case's actor; commands arriving meanwhile are parked until it has stopped.

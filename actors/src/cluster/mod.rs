@@ -117,6 +117,9 @@ struct Shared {
     link: Link,
     /// Lease name → this node's token, for every lease held.
     held: parking_lot::Mutex<HashMap<String, String>>,
+    /// Leases this node let lapse (no longer renewed, not given back), with their token and
+    /// since when: given back only if another node asks.
+    dormant: parking_lot::Mutex<HashMap<String, (String, std::time::Instant)>>,
     tokens: AtomicU64,
     lost: broadcast::Sender<String>,
 }
@@ -168,6 +171,7 @@ impl Cluster {
                     ttl: settings.lease_ttl.max(Duration::from_millis(300)),
                     link: Link::start(client, timeout),
                     held: Default::default(),
+                    dormant: Default::default(),
                     tokens: AtomicU64::new(1),
                     lost: broadcast::channel(1024).0,
                 }),
@@ -218,6 +222,7 @@ impl Cluster {
             .map_err(|_| unavailable("redis did not answer in time"))?
             .map_err(unavailable)?;
         if holder.is_empty() {
+            shared.dormant.lock().remove(name);
             shared.held.lock().insert(name.to_string(), token);
             return Ok(Acquired::Taken);
         }
@@ -292,12 +297,30 @@ impl Cluster {
         self.release_owned(name.to_string()).await
     }
 
+    /// Stops renewing lease `name` without giving it back: it lapses after the ttl unless
+    /// this node takes it again (at once: it is its own) or another node asks for it (then
+    /// [`release_owned`](Self::release_owned) gives it back). For a lease left often and
+    /// rarely wanted elsewhere (a passivated case) this saves a round trip per release.
+    pub fn let_lapse(&self, name: &str) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        if let Some(token) = shared.held.lock().remove(name) {
+            shared
+                .dormant
+                .lock()
+                .insert(name.to_string(), (token, std::time::Instant::now()));
+        }
+    }
+
     /// [`release`](Self::release) as a `'static` future to spawn: the lease is no longer held
     /// from the moment this returns (so nothing here relies on it any more); the future then
-    /// deletes the key, unless someone else holds it by then.
+    /// deletes the key, unless someone else holds it by then. A lease let lapse is given back
+    /// the same way.
     pub fn release_owned(&self, name: String) -> impl Future<Output = ()> + Send + 'static {
         let removed = self.inner.shared.as_ref().and_then(|shared| {
-            let token = shared.held.lock().remove(&name)?;
+            let held = shared.held.lock().remove(&name);
+            let token = held.or_else(|| shared.dormant.lock().remove(&name).map(|(t, _)| t))?;
             Some((
                 shared.conn.clone(),
                 Self::key(shared, &name),
@@ -421,12 +444,13 @@ impl Cluster {
             .map_or(Duration::ZERO, |shared| shared.ttl)
     }
 
-    /// Gives every held lease back (shutdown), so other nodes take over at once.
+    /// Gives every lease back, held or let lapse (shutdown), so other nodes take over at once.
     pub async fn release_all(&self) {
         let Some(shared) = &self.inner.shared else {
             return;
         };
-        let names: Vec<String> = shared.held.lock().keys().cloned().collect();
+        let mut names: Vec<String> = shared.held.lock().keys().cloned().collect();
+        names.extend(shared.dormant.lock().keys().cloned());
         for name in names {
             self.release(&name).await;
         }
@@ -463,6 +487,11 @@ async fn renew_loop(inner: std::sync::Weak<Inner>) {
         interval.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let Some(shared) = &inner.shared else { return };
+        // Leases let lapse have lapsed by now.
+        shared
+            .dormant
+            .lock()
+            .retain(|_, (_, since)| since.elapsed() < shared.ttl);
         let held: Vec<(String, String)> = shared
             .held
             .lock()

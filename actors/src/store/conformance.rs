@@ -73,7 +73,7 @@ pub async fn outbox_positions_follow_commit_order(store: SharedStore) {
     // … committed second.
     for (case, events) in [(late, late_events.clone()), (early, early_events.clone())] {
         store
-            .commit(Commit {
+            .commit(&Commit {
                 case,
                 events,
                 idempotency: None,
@@ -95,7 +95,7 @@ pub async fn commit_then_read(store: SharedStore) {
     case.review = None;
     let id = case.case_id;
     store
-        .commit(Commit {
+        .commit(&Commit {
             case: case.clone(),
             events: events.clone(),
             idempotency: None,
@@ -124,7 +124,7 @@ pub async fn commit_then_read(store: SharedStore) {
         json!({"case_id": id}),
     )];
     store
-        .commit(Commit {
+        .commit(&Commit {
             case: later.clone(),
             events: more.clone(),
             idempotency: None,
@@ -155,7 +155,7 @@ pub async fn idempotency_keys(store: SharedStore) {
     let (case, events) = new_case(now);
     let id = case.case_id;
     store
-        .commit(Commit {
+        .commit(&Commit {
             case,
             events,
             idempotency: Some(IdempotencyRecord {
@@ -211,7 +211,7 @@ pub async fn list_newest_first(store: SharedStore) {
         }
         ids.push((case.case_id, case.status));
         store
-            .commit(Commit {
+            .commit(&Commit {
                 case,
                 events,
                 idempotency: None,
@@ -269,7 +269,7 @@ pub async fn concurrent_commits(store: SharedStore) {
             let (case, events) = new_case(Utc::now());
             let id = case.case_id;
             store
-                .commit(Commit {
+                .commit(&Commit {
                     case,
                     events,
                     idempotency: None,
@@ -422,7 +422,7 @@ mod tests {
         let store = EmbeddedStore::open(dir.path(), true).unwrap();
         let (case, events) = new_case(Utc::now());
         store
-            .commit(Commit {
+            .commit(&Commit {
                 case,
                 events: events.clone(),
                 idempotency: None,
@@ -495,27 +495,27 @@ mod tests {
         let refused = commit(hold("a"));
         let id = refused.case.case_id;
         assert!(matches!(
-            store.commit(refused).await,
+            store.commit(&refused).await,
             Err(StoreError::Fenced(_))
         ));
         assert_eq!(store.load_case(id).await.unwrap(), None);
         assert!(store.outbox(0, 10).await.unwrap().is_empty());
 
         // Taking it works once, and sets it with an expiry.
-        store.commit(commit(take("a"))).await.unwrap();
+        store.commit(&commit(take("a"))).await.unwrap();
         let holder: Option<String> = conn.get("f:lease:x").await.unwrap();
         assert_eq!(holder.as_deref(), Some("a"));
         let ttl: i64 = conn.pttl("f:lease:x").await.unwrap();
         assert!(ttl > 0 && ttl <= 30_000, "ttl {ttl}");
         assert!(matches!(
-            store.commit(commit(take("b"))).await,
+            store.commit(&commit(take("b"))).await,
             Err(StoreError::Fenced(_))
         ));
 
         // Its holder commits; anyone else is refused.
-        store.commit(commit(hold("a"))).await.unwrap();
+        store.commit(&commit(hold("a"))).await.unwrap();
         assert!(matches!(
-            store.commit(commit(hold("b"))).await,
+            store.commit(&commit(hold("b"))).await,
             Err(StoreError::Fenced(_))
         ));
         assert_eq!(store.outbox(0, 10).await.unwrap().len(), 2);
@@ -560,7 +560,7 @@ mod tests {
         let (case, events) = new_case(Utc::now());
         let id = case.case_id;
         store
-            .commit(Commit {
+            .commit(&Commit {
                 case: case.clone(),
                 events,
                 idempotency: None,
@@ -599,7 +599,7 @@ mod tests {
         let (case, events) = new_case(Utc::now());
         let id = case.case_id;
         store
-            .commit(Commit {
+            .commit(&Commit {
                 case: case.clone(),
                 events,
                 idempotency: None,
@@ -616,7 +616,7 @@ mod tests {
         ));
         assert!(matches!(
             store
-                .commit(Commit {
+                .commit(&Commit {
                     case: case.clone(),
                     events: vec![],
                     idempotency: None,

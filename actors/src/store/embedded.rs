@@ -192,12 +192,18 @@ fn created_key(t: DateTime<Utc>) -> u64 {
 
 #[async_trait]
 impl SnapshotStore for EmbeddedStore {
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.write(Write::Commit(Box::new(commit))).await
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        // Encoded here, on the caller's thread: the one writer thread only inserts bytes.
+        let encoded = writer::EncodedCommit::new(commit)?;
+        self.write(Write::Commit(Box::new(encoded))).await
     }
 
     async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {
-        self.write(Write::Events(events)).await
+        let encoded = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        self.write(Write::Events(encoded)).await
     }
 
     async fn load_case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {

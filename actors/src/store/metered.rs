@@ -43,7 +43,7 @@ impl MeteredStore {
 
 #[async_trait]
 impl SnapshotStore for MeteredStore {
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.timed("commit", self.inner.commit(commit)).await
     }
 

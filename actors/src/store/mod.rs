@@ -118,7 +118,7 @@ pub struct CaseQuery {
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a snapshot, its events and its idempotency record in one atomic operation.
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     /// Appends events that belong to no case (alerts, endpoint notices) to the outbox, atomically.
     async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError>;

@@ -135,8 +135,8 @@ impl RedisStore {
 
 #[async_trait]
 impl SnapshotStore for RedisStore {
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.commit_case(&commit).await
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.commit_case(commit).await
     }
 
     async fn append_events(&self, events: Vec<Event>) -> Result<(), StoreError> {

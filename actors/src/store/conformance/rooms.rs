@@ -87,7 +87,7 @@ pub async fn pending_index_follows_commits(store: SharedStore) {
     case.review = Some(review.clone());
     let room = review.room.clone();
     store
-        .commit(Commit {
+        .commit(&Commit {
             case: case.clone(),
             events,
             idempotency: None,
@@ -103,7 +103,7 @@ pub async fn pending_index_follows_commits(store: SharedStore) {
 
     case.review.as_mut().unwrap().status = ReviewStatus::Approved;
     store
-        .commit(Commit {
+        .commit(&Commit {
             case,
             events: vec![],
             idempotency: None,

@@ -11,7 +11,7 @@
 use redb::{ReadTransaction, Table, TableDefinition, WriteTransaction};
 
 use super::{backend, corrupt};
-use crate::domain::{Review, ReviewId, ReviewStatus};
+use crate::domain::ReviewId;
 use crate::store::{RoomEntry, RoomMeta, StoreError};
 
 const ROOM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("room_meta");
@@ -38,10 +38,15 @@ pub(super) struct Append {
 }
 
 /// Keeps the pending index in step with a committed review (inside the commit's transaction).
-pub(super) fn index_review(txn: &WriteTransaction, review: &Review) -> Result<(), StoreError> {
+pub(super) fn index_review(
+    txn: &WriteTransaction,
+    room: &str,
+    review_id: &str,
+    is_pending: bool,
+) -> Result<(), StoreError> {
     let mut pending = txn.open_table(ROOM_PENDING).map_err(backend)?;
-    let key = (review.room.as_str(), review.review_id.as_str());
-    if review.status == ReviewStatus::Pending {
+    let key = (room, review_id);
+    if is_pending {
         pending.insert(key, ()).map_err(backend)?;
     } else {
         pending.remove(key).map_err(backend)?;

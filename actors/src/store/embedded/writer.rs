@@ -11,7 +11,7 @@ use super::deliveries::{DeliveryTables, EncodedJob};
 use super::rooms;
 use super::{CASE_INDEX, CASES, ENDPOINTS, IDEMPOTENCY, OUTBOX, REVIEWS, backend, created_key};
 use crate::delivery::{DeliveryJob, Endpoint};
-use crate::domain::Event;
+use crate::domain::ReviewStatus;
 use crate::store::{Commit, StoreError};
 
 /// Most commits folded into one transaction.
@@ -21,10 +21,56 @@ pub(super) const QUEUE_DEPTH: usize = 4096;
 
 pub(super) type Reply = oneshot::Sender<Result<(), StoreError>>;
 
+/// A [`Commit`] as the writer inserts it: encoded by the caller.
+pub(super) struct EncodedCommit {
+    case_id: u128,
+    created: u64,
+    case: Vec<u8>,
+    /// Review id, JSON, room, and whether it is pending (the room's index).
+    review: Option<(String, Vec<u8>, String, bool)>,
+    /// Key, case id, created millis.
+    idempotency: Option<(String, u128, i64)>,
+    events: Vec<Vec<u8>>,
+}
+
+impl EncodedCommit {
+    pub(super) fn new(commit: &Commit) -> Result<Self, StoreError> {
+        let case = &commit.case;
+        let review = match &case.review {
+            Some(review) => Some((
+                review.review_id.as_str().to_string(),
+                serde_json::to_vec(review).map_err(backend)?,
+                review.room.clone(),
+                review.status == ReviewStatus::Pending,
+            )),
+            None => None,
+        };
+        Ok(EncodedCommit {
+            case_id: case.case_id.0.as_u128(),
+            created: created_key(case.created_at),
+            case: serde_json::to_vec(case).map_err(backend)?,
+            review,
+            idempotency: commit.idempotency.as_ref().map(|rec| {
+                (
+                    rec.key.clone(),
+                    rec.case_id.0.as_u128(),
+                    rec.created_at.timestamp_millis(),
+                )
+            }),
+            events: commit
+                .events
+                .iter()
+                .map(|e| serde_json::to_vec(e).map_err(backend))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// One unit of work for the writer thread.
 pub(super) enum Write {
-    Commit(Box<Commit>),
-    Events(Vec<Event>),
+    Commit(Box<EncodedCommit>),
+    /// Events (encoded) that belong to no case.
+    Events(Vec<Vec<u8>>),
     PutEndpoint(Box<Endpoint>),
     DeleteEndpoint(String),
     /// New delivery jobs (existing ones are kept) and the dispatch cursor after them.
@@ -149,26 +195,18 @@ fn apply_batch(
                     continue;
                 }
             };
-            let case = &commit.case;
-            let id = case.case_id.0.as_u128();
-            let bytes = serde_json::to_vec(case).map_err(backend)?;
-            cases.insert(id, bytes.as_slice()).map_err(backend)?;
-            index
-                .insert((created_key(case.created_at), id), ())
-                .map_err(backend)?;
-            if let Some(review) = &case.review {
-                let bytes = serde_json::to_vec(review).map_err(backend)?;
+            let id = commit.case_id;
+            cases.insert(id, commit.case.as_slice()).map_err(backend)?;
+            index.insert((commit.created, id), ()).map_err(backend)?;
+            if let Some((review_id, json, room, pending)) = &commit.review {
                 reviews
-                    .insert(review.review_id.as_str(), bytes.as_slice())
+                    .insert(review_id.as_str(), json.as_slice())
                     .map_err(backend)?;
-                rooms::index_review(&txn, review)?;
+                rooms::index_review(&txn, room, review_id, *pending)?;
             }
-            if let Some(rec) = &commit.idempotency {
-                idem.insert(
-                    rec.key.as_str(),
-                    (rec.case_id.0.as_u128(), rec.created_at.timestamp_millis()),
-                )
-                .map_err(backend)?;
+            if let Some((key, case_id, at)) = &commit.idempotency {
+                idem.insert(key.as_str(), (*case_id, *at))
+                    .map_err(backend)?;
             }
             append_outbox(&mut outbox, &commit.events, position)?;
         }
@@ -176,16 +214,15 @@ fn apply_batch(
     txn.commit().map_err(backend)
 }
 
-/// Appends `events` to the outbox at the next positions.
+/// Appends encoded `events` to the outbox at the next positions.
 fn append_outbox(
     outbox: &mut redb::Table<u64, &[u8]>,
-    events: &[Event],
+    events: &[Vec<u8>],
     position: &mut u64,
 ) -> Result<(), StoreError> {
     for event in events {
-        let bytes = serde_json::to_vec(event).map_err(backend)?;
         outbox
-            .insert(*position, bytes.as_slice())
+            .insert(*position, event.as_slice())
             .map_err(backend)?;
         *position += 1;
     }
