@@ -120,6 +120,16 @@ async fn redis_outage_answers_503_and_recovers_by_itself() {
         r.assert_error(503, "SERVICE_UNAVAILABLE");
         assert!(started.elapsed() < Duration::from_secs(3));
     }
+    // A step for a case this node does not host needs its lease first: refused as promptly.
+    let started = std::time::Instant::now();
+    let r = app
+        .post(
+            "/webhook/support/self-service",
+            json!({"case_id": uuid::Uuid::new_v4(), "customer_id": uuid::Uuid::new_v4()}),
+        )
+        .await;
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(3));
     let health = app.get_anon("/api/health").await;
     assert_eq!(health.status.as_u16(), 503);
     assert_eq!(health.body["status"], json!("unhealthy"));

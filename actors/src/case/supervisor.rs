@@ -497,7 +497,7 @@ impl SupervisorState {
 
 /// Takes the lease of `case_id` within `wait`: while another node holds it, asks that node (at
 /// most every [`ASK_EVERY`]) to hand the case over, polling with a short back-off. False when
-/// the wait is over (or the store cannot be reached in time).
+/// the wait is over, or at once when the store cannot be reached.
 async fn take_lease(cluster: &Cluster, case_id: CaseId, wait: Duration) -> bool {
     let name = super::lease_name(case_id);
     let deadline = tokio::time::Instant::now() + wait;
@@ -518,7 +518,11 @@ async fn take_lease(cluster: &Cluster, case_id: CaseId, wait: Duration) -> bool 
                     asked = Some(tokio::time::Instant::now());
                 }
             }
-            Err(e) => tracing::debug!(case_id = %case_id, error = %e, "taking a case lease failed"),
+            // The store is away: answer 503 now (within store.timeout), not after the wait.
+            Err(e) => {
+                tracing::debug!(case_id = %case_id, error = %e, "taking a case lease failed");
+                return false;
+            }
         }
         if tokio::time::Instant::now() + backoff >= deadline {
             return false;
