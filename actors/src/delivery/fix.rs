@@ -121,7 +121,7 @@ impl FixResult {
 
     /// The case id a fix job is for (from its payload).
     pub fn case_of(job: &DeliveryJob) -> Option<CaseId> {
-        job.payload["data"]["case_id"]
+        job.payload.value()["data"]["case_id"]
             .as_str()
             .and_then(|s| uuid::Uuid::try_parse(s).ok())
             .map(CaseId)

@@ -74,6 +74,41 @@ impl Attempt {
     }
 }
 
+/// The envelope of a job as JSON text, kept as it was written: sending it and reading a job
+/// back from the store cost a copy, never a parse into a tree and a re-encoding. Stored as the
+/// JSON object itself (not a string), so stored jobs read the same either way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Envelope(Box<serde_json::value::RawValue>);
+
+impl Envelope {
+    /// The envelope of `value`.
+    pub fn of(value: &Value) -> Self {
+        let text = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+        Envelope(
+            serde_json::value::RawValue::from_string(text).unwrap_or_else(|_| {
+                serde_json::value::RawValue::from_string("{}".into()).expect("{} is JSON")
+            }),
+        )
+    }
+
+    /// The JSON text, exactly as sent.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parsed, for the few readers that look inside (Slack formatting, the fix executor).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
 /// One message for one endpoint: what to send, when, and what happened so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryJob {
@@ -83,7 +118,7 @@ pub struct DeliveryJob {
     /// The event name (`case.created`, …).
     pub event: String,
     /// The envelope as sent.
-    pub payload: Value,
+    pub payload: Envelope,
     /// The event's time; retry policies measure `max_age` from it.
     pub created_at: DateTime<Utc>,
     /// When the next attempt is due (meaningful while pending).
@@ -100,7 +135,7 @@ impl DeliveryJob {
             msg_id: event.msg_id.clone(),
             endpoint_id: endpoint_id.to_string(),
             event: event.event.as_str().to_string(),
-            payload: event.envelope(),
+            payload: Envelope::of(&event.envelope()),
             created_at: event.timestamp,
             due_at: event.timestamp,
             state: DeliveryState::Pending,
@@ -210,7 +245,7 @@ mod tests {
         let job = job();
         assert_eq!(job.state, DeliveryState::Pending);
         assert_eq!(job.due_at, job.created_at);
-        assert_eq!(job.payload["event"], "case.created");
+        assert_eq!(job.payload.value()["event"], "case.created");
         assert_eq!(job.attempt_count(), 0);
         let view = job.view();
         assert_eq!(view["attempt"], 0);

@@ -997,11 +997,12 @@ impl DeliveryWorker {
 
 /// The request body for `endpoint`'s format.
 fn render(endpoint: &Endpoint, job: &DeliveryJob) -> Vec<u8> {
-    let value = match endpoint.format {
-        PayloadFormat::Json => job.payload.clone(),
-        PayloadFormat::Slack => slack_message(&job.event, &job.payload),
-    };
-    serde_json::to_vec(&value).unwrap_or_default()
+    match endpoint.format {
+        PayloadFormat::Json => job.payload.text().as_bytes().to_vec(),
+        PayloadFormat::Slack => {
+            serde_json::to_vec(&slack_message(&job.event, &job.payload.value())).unwrap_or_default()
+        }
+    }
 }
 
 /// A Slack incoming-webhook message: `text` plus one attachment colored by event.

@@ -3,12 +3,13 @@
 //! A worker hands the outcome of an ordinary attempt (no 410, not the fix executor) to the
 //! recorder and is free for its next job as soon as the response is in. The recorder takes
 //! everything waiting (up to [`MAX_BATCH`]), stores it with one
-//! [`update_deliveries`](crate::store::SnapshotStore::update_deliveries) (one transaction and
-//! fsync, one Redis round trip), then tracks the endpoints' failure streaks and tells the
+//! [`record_attempts`](crate::store::SnapshotStore::record_attempts) (one transaction, synced
+//! with the next durable write; one Redis round trip), then tracks the endpoints' failure streaks and tells the
 //! dispatcher which jobs are recorded. Until then the dispatcher keeps those jobs in flight, so
 //! a job never goes out again while its last outcome is unrecorded.
 //!
-//! At least once: a crash loses only outcomes not yet recorded, and those jobs are still pending
+//! At least once: a crash loses only outcomes not yet recorded (or not yet synced), and those
+//! jobs are still pending
 //! in the store, so they are sent again after the restart under the same `webhook-id`. A failed
 //! write does the same without a crash (the dispatcher takes the jobs again).
 
@@ -58,7 +59,7 @@ async fn run(ctx: PoolContext, dispatcher: ActorRef<DispatchMsg>, mut rx: mpsc::
             streaks.push((job.endpoint_id.clone(), delivered, at));
             jobs.push(job);
         }
-        let recorded = match ctx.store.update_deliveries(&jobs).await {
+        let recorded = match ctx.store.record_attempts(&jobs).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(jobs = jobs.len(), error = %e, "recording delivery attempts failed; those jobs go again");

@@ -117,6 +117,20 @@ impl EmbeddedStore {
         };
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        // Writes that need no sync (recorded attempts, room history) are synced within about
+        // a second even when nothing else is written.
+        let ticker = tx.downgrade();
+        std::thread::Builder::new()
+            .name("casehub-store-sync".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(writer::MAX_UNSYNCED);
+                    let Some(tx) = ticker.upgrade() else { return };
+                    let (reply, _) = oneshot::channel();
+                    let _ = tx.try_send((Write::Sync, reply));
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the sync ticker: {e}")))?;
         let writer_db = db.clone();
         let worker = std::thread::Builder::new()
             .name("casehub-store-writer".into())
@@ -404,7 +418,26 @@ impl SnapshotStore for EmbeddedStore {
             .iter()
             .map(deliveries::EncodedJob::new)
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(Write::UpdateDeliveries(encoded)).await
+        self.write(Write::UpdateDeliveries {
+            jobs: encoded,
+            sync: true,
+        })
+        .await
+    }
+
+    async fn record_attempts(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let encoded = jobs
+            .iter()
+            .map(deliveries::EncodedJob::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(Write::UpdateDeliveries {
+            jobs: encoded,
+            sync: false,
+        })
+        .await
     }
 
     async fn load_delivery(

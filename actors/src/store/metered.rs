@@ -164,6 +164,11 @@ impl SnapshotStore for MeteredStore {
             .await
     }
 
+    async fn record_attempts(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        self.timed("record_attempts", self.inner.record_attempts(jobs))
+            .await
+    }
+
     async fn load_delivery(
         &self,
         endpoint_id: &str,

@@ -225,6 +225,14 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// once. A job listed twice ends as its last copy; an empty slice writes nothing.
     async fn update_deliveries(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError>;
 
+    /// [`SnapshotStore::update_deliveries`] for the recorder's attempts, which may be
+    /// acknowledged before they are on disk (the embedded store syncs them within about a
+    /// second): an attempt lost to a crash leaves its job pending,
+    /// so it is sent again under the same `webhook-id`, which at-least-once delivery allows.
+    async fn record_attempts(&self, jobs: &[DeliveryJob]) -> Result<(), StoreError> {
+        self.update_deliveries(jobs).await
+    }
+
     /// One job.
     async fn load_delivery(
         &self,

@@ -73,15 +73,39 @@ impl<'txn> DeliveryTables<'txn> {
     /// Replaces a job, moving or removing its due entry.
     pub(super) fn update(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
         let key = (job.endpoint_id.as_str(), job.msg_id.as_str());
-        let old_due = match self.jobs.get(key).map_err(backend)? {
+        let (exists, old_due) = match self.jobs.get(key).map_err(backend)? {
             Some(raw) => {
                 let old: Schedule = serde_json::from_slice(raw.value()).map_err(corrupt)?;
-                (old.state == DeliveryState::Pending).then(|| created_key(old.due_at))
+                (
+                    true,
+                    (old.state == DeliveryState::Pending).then(|| created_key(old.due_at)),
+                )
             }
-            None => None,
+            None => (false, None),
         };
-        if let Some(due) = old_due {
-            self.due.remove((due, key.0, key.1)).map_err(backend)?;
+        match old_due {
+            Some(due) if Some(due) == job.due => {
+                // Same due entry (a claim or a retry at the same time): only the record changes.
+                return self
+                    .jobs
+                    .insert(key, job.bytes.as_slice())
+                    .map(|_| ())
+                    .map_err(backend);
+            }
+            Some(due) => {
+                self.due.remove((due, key.0, key.1)).map_err(backend)?;
+            }
+            None => {}
+        }
+        if exists {
+            // Its message index entry is there already.
+            self.jobs
+                .insert(key, job.bytes.as_slice())
+                .map_err(backend)?;
+            if let Some(due) = job.due {
+                self.due.insert((due, key.0, key.1), ()).map_err(backend)?;
+            }
+            return Ok(());
         }
         self.put(job)
     }

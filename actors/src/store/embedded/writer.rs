@@ -16,6 +16,9 @@ use crate::store::{Commit, StoreError};
 
 /// Most commits folded into one transaction.
 const MAX_BATCH: usize = 512;
+/// Longest a committed write that needs no sync waits for one (it is synced with the next batch
+/// after this).
+pub(super) const MAX_UNSYNCED: std::time::Duration = std::time::Duration::from_secs(1);
 /// Commits waiting for the writer before senders wait (backpressure, not loss).
 pub(super) const QUEUE_DEPTH: usize = 4096;
 
@@ -79,10 +82,15 @@ pub(super) enum Write {
         cursor: String,
     },
     /// Jobs after their attempts, in order (one batch entry however many), encoded by the
-    /// caller.
-    UpdateDeliveries(Vec<EncodedJob>),
+    /// caller; the recorder's attempts (`sync: false`) need not be on disk when acknowledged.
+    UpdateDeliveries {
+        jobs: Vec<EncodedJob>,
+        sync: bool,
+    },
     /// Room events appended to a room's history.
     RoomAppend(Box<rooms::Append>),
+    /// Syncs what committed writes wait for a sync, if any (sent every [`MAX_UNSYNCED`]).
+    Sync,
 }
 
 impl Write {
@@ -96,6 +104,8 @@ impl Write {
     fn must_sync(&self, durable: bool) -> bool {
         match self {
             Write::RoomAppend(append) => !append.meta.open || append.entries.is_empty(),
+            Write::UpdateDeliveries { sync, .. } => *sync && durable,
+            Write::Sync => false,
             _ => durable,
         }
     }
@@ -114,6 +124,9 @@ pub(super) fn write_loop(
     mut next_position: u64,
 ) {
     let mut batch: Vec<(Write, Reply)> = Vec::with_capacity(MAX_BATCH);
+    // Since when committed writes wait for a sync (writes that need none are synced with the
+    // next batch after at most MAX_UNSYNCED, or at the end).
+    let mut unsynced_since: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -123,11 +136,27 @@ pub(super) fn write_loop(
             }
         }
         let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
+        if writes.iter().all(|w| matches!(w, Write::Sync)) && (!durable || unsynced_since.is_none())
+        {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Ok(()));
+            }
+            continue;
+        }
         let mut position = next_position;
-        let outcome = apply_batch(db, &writes, durable, &mut position);
+        let sync = writes.iter().any(|w| w.must_sync(durable))
+            || (durable
+                && (writes.iter().any(|w| matches!(w, Write::Sync))
+                    || unsynced_since.is_some_and(|t| t.elapsed() >= MAX_UNSYNCED)));
+        let outcome = apply_batch(db, &writes, sync, &mut position);
         if outcome.is_ok() {
             // A failed batch wrote nothing: its positions are used again.
             next_position = position;
+            if sync {
+                unsynced_since = None;
+            } else if unsynced_since.is_none() {
+                unsynced_since = Some(std::time::Instant::now());
+            }
         }
         for (_, reply) in batch.drain(..) {
             let answer = match &outcome {
@@ -137,16 +166,27 @@ pub(super) fn write_loop(
             let _ = reply.send(answer);
         }
     }
+    if durable && unsynced_since.is_some() {
+        let synced = (|| -> Result<(), StoreError> {
+            let mut txn = db.begin_write().map_err(backend)?;
+            txn.set_durability(Durability::Immediate).map_err(backend)?;
+            txn.commit().map_err(backend)
+        })();
+        if let Err(e) = synced {
+            tracing::warn!(error = %e, "syncing the last writes at close failed");
+        }
+    }
 }
 
+/// Applies `writes` in one transaction, synced to disk when `sync`.
 fn apply_batch(
     db: &Database,
     writes: &[&Write],
-    durable: bool,
+    sync: bool,
     position: &mut u64,
 ) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
-    let durability = if writes.iter().any(|w| w.must_sync(durable)) {
+    let durability = if sync {
         Durability::Immediate
     } else {
         Durability::None
@@ -167,7 +207,7 @@ fn apply_batch(
                     open_deliveries(&txn, &mut delivery_tables)?.enqueue(jobs, cursor)?;
                     continue;
                 }
-                Write::UpdateDeliveries(jobs) => {
+                Write::UpdateDeliveries { jobs, .. } => {
                     let tables = open_deliveries(&txn, &mut delivery_tables)?;
                     for job in jobs {
                         tables.update(job)?;
@@ -178,6 +218,7 @@ fn apply_batch(
                     rooms::append(&txn, append)?;
                     continue;
                 }
+                Write::Sync => continue,
                 Write::Commit(commit) => commit,
                 Write::PutEndpoint(endpoint) => {
                     let bytes = serde_json::to_vec(endpoint).map_err(backend)?;
@@ -271,6 +312,9 @@ mod tests {
             assert!(append(true, 0).must_sync(durable), "open marker");
             assert!(append(false, 0).must_sync(durable), "close marker");
             assert_eq!(Write::Events(vec![]).must_sync(durable), durable);
+            let attempts = |sync| Write::UpdateDeliveries { jobs: vec![], sync };
+            assert!(!attempts(false).must_sync(durable), "recorded attempts");
+            assert_eq!(attempts(true).must_sync(durable), durable);
         }
     }
 }
