@@ -46,6 +46,12 @@ impl ApiError {
         self
     }
 
+    /// Replaces the status (the code and envelope stay).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
     /// Adds a response header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));

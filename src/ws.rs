@@ -27,7 +27,25 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// A WebSocket upgrade request, or why the request is not one. It never rejects, so a handler
 /// can check authentication first and report a bad upgrade in the error envelope afterwards.
-pub struct Upgrade(Result<Pending, &'static str>);
+pub struct Upgrade(Result<Pending, Refusal>);
+
+/// Why a request cannot be upgraded (RFC 6455 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a well-formed opening handshake: answer 400.
+    Malformed(&'static str),
+    /// A WebSocket version other than 13: answer 426 with `Sec-WebSocket-Version: 13`.
+    Version,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Malformed(why) => f.write_str(why),
+            Refusal::Version => f.write_str("Sec-WebSocket-Version must be 13"),
+        }
+    }
+}
 
 struct Pending {
     key: HeaderValue,
@@ -42,33 +60,48 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     }
 }
 
-fn pending(parts: &mut Parts) -> Result<Pending, &'static str> {
+fn pending(parts: &mut Parts) -> Result<Pending, Refusal> {
+    use Refusal::Malformed;
     if parts.method != Method::GET {
-        return Err("a WebSocket upgrade must be a GET");
+        return Err(Malformed("a WebSocket upgrade must be a GET"));
     }
     let headers = &parts.headers;
     if !has_token(headers, header::CONNECTION, "upgrade") {
-        return Err("the Connection header must include upgrade");
+        return Err(Malformed("the Connection header must include upgrade"));
     }
     if !has_token(headers, header::UPGRADE, "websocket") {
-        return Err("the Upgrade header must be websocket");
+        return Err(Malformed("the Upgrade header must be websocket"));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(HeaderValue::as_bytes)
         != Some(b"13")
     {
-        return Err("Sec-WebSocket-Version must be 13");
+        return Err(Refusal::Version);
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .cloned()
-        .ok_or("the Sec-WebSocket-Key header is missing")?;
+        .ok_or(Malformed("the Sec-WebSocket-Key header is missing"))?;
+    if !valid_key(key.as_bytes()) {
+        return Err(Malformed(
+            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)",
+        ));
+    }
     let on_upgrade = parts
         .extensions
         .remove::<OnUpgrade>()
-        .ok_or("this connection cannot be upgraded")?;
+        .ok_or(Malformed("this connection cannot be upgraded"))?;
     Ok(Pending { key, on_upgrade })
+}
+
+/// A nonce of 16 bytes in base64 (RFC 6455 §4.1).
+fn valid_key(key: &[u8]) -> bool {
+    use base64::Engine;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// Whether the comma-separated header `name` lists `token` (case-insensitively).
@@ -84,11 +117,7 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 impl Upgrade {
     /// Answers `101 Switching Protocols` and, once hyper hands the connection over, runs `serve`
     /// on it in a task of its own. Errs with the reason when the request is not an upgrade.
-    pub fn on_upgrade<F, Fut>(
-        self,
-        config: WebSocketConfig,
-        serve: F,
-    ) -> Result<Response, &'static str>
+    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, serve: F) -> Result<Response, Refusal>
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -114,7 +143,7 @@ impl Upgrade {
             )
             .body(Body::empty());
         // The header values are ASCII the code above produced; the builder cannot fail on them.
-        response.map_err(|_| "cannot build the upgrade response")
+        response.map_err(|_| Refusal::Malformed("cannot build the upgrade response"))
     }
 }
 

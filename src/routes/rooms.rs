@@ -30,7 +30,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientIp, QueryPairs};
 use crate::openapi::{AdminErrors, ErrorEnvelope};
 use crate::state::AppState;
-use crate::ws::{Socket, Upgrade, text_message};
+use crate::ws::{Refusal, Socket, Upgrade, text_message};
 
 /// How long a close frame may take to reach a peer that is not reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,6 +109,8 @@ fn resume_point(query: &QueryPairs) -> ApiResult<(Option<u64>, Option<String>)> 
          expired one", body = ErrorEnvelope),
         (status = 403, description = "`FORBIDDEN`: the token does not cover this room",
          body = ErrorEnvelope),
+        (status = 426, description = "`INVALID_FORMAT`: a WebSocket version other than 13 (the \
+         `Sec-WebSocket-Version: 13` header names the one spoken)", body = ErrorEnvelope),
     ),
     security(("reviewer_token" = [])),
 )]
@@ -158,10 +160,20 @@ pub async fn join(
     upgrade
         .on_upgrade(config, move |socket| run(state, socket, joining))
         .map_err(|problem| {
-            ApiError::invalid_format(
+            let error = ApiError::invalid_format(
                 "upgrade",
                 format!("this endpoint takes a WebSocket upgrade request ({problem})"),
-            )
+            );
+            match problem {
+                Refusal::Malformed(_) => error,
+                // RFC 6455 §4.2.2: name the version this server speaks.
+                Refusal::Version => error
+                    .with_status(axum::http::StatusCode::UPGRADE_REQUIRED)
+                    .with_header(
+                        axum::http::header::SEC_WEBSOCKET_VERSION,
+                        axum::http::HeaderValue::from_static("13"),
+                    ),
+            }
         })
 }
 

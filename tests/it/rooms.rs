@@ -502,6 +502,41 @@ async fn missing_bad_and_foreign_tokens_are_refused() {
 }
 
 #[tokio::test]
+async fn a_malformed_handshake_gets_400_and_another_version_426() {
+    let app = spawn_app().await;
+    let star = token("ann@company.com", &["*"]);
+    let url = format!("{}/ws/rooms/support-review?token={star}", app.base);
+    let handshake = |key: &'static str, version: &'static str| {
+        app.client
+            .get(&url)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Key", key)
+            .header("Sec-WebSocket-Version", version)
+            .send()
+    };
+    // A good key (RFC 6455's example nonce) switches protocols.
+    let ok = handshake("dGhlIHNhbXBsZSBub25jZQ==", "13").await.unwrap();
+    assert_eq!(ok.status().as_u16(), 101);
+    for bad_key in [
+        "short",
+        "dGhlIHNhbXBsZSBub25jZQ",
+        "!!!!!!!!!!!!!!!!!!!!!!!!",
+    ] {
+        let r = handshake(bad_key, "13").await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "key {bad_key:?}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "INVALID_FORMAT");
+    }
+    let r = handshake("dGhlIHNhbXBsZSBub25jZQ==", "8").await.unwrap();
+    assert_eq!(r.status().as_u16(), 426);
+    assert_eq!(r.headers()["sec-websocket-version"], "13");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["success"], json!(false));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn bad_frames_get_errors_and_the_connection_stays_usable() {
     let app = spawn_app().await;
     let (_, review_id) = open_review(&app, None).await;
