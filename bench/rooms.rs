@@ -10,8 +10,8 @@
 //! rooms-load intake --ws ws://HOST:PORT --http http://HOST:PORT [options]
 //!     end to end: POST /webhook/support/collaborative for fresh cases (created first) at a
 //!     steady rate. Latency = POST sent → each receiver's receipt of `review.requested` for it;
-//!     also `publish_*`: the room's publish time (the frame's `at`, milliseconds, by the wall
-//!     clock) → each receipt.
+//!     also `publish_*`: the room's publish time (the frame's `at`, in microseconds, by the
+//!     wall clock) → each receipt.
 //! rooms-load idle --ws ws://HOST:PORT --pid PID [--http …] [options]
 //!     VmRSS of PID before and after opening --connections idle connections (each counted once
 //!     its welcome arrived, then left to settle), divided by the number of connections.
@@ -274,8 +274,7 @@ struct Tally {
     /// `review.claimed` / `review.released`: (seq, receipt).
     ops: Vec<(u64, Instant)>,
     /// `review.requested`: (case_id, receipt, receipt minus the frame's `at`, the room's
-    /// publish time, in ns by the wall clock; `at` has millisecond precision and is cut down to
-    /// it, so this reads up to 1 ms long).
+    /// publish time (microseconds), in ns by the wall clock, taken as the frame arrives).
     requested: Vec<(String, Instant, Option<u64>)>,
 }
 
@@ -321,6 +320,24 @@ impl Countdown {
     }
 }
 
+/// What a receiver reads of a frame: borrowed, and nothing else decoded (the load tool shares
+/// the cores with the server, so its own parsing is kept cheap).
+#[derive(serde::Deserialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    seq: Option<u64>,
+    event: Option<&'a str>,
+    #[serde(borrow)]
+    data: Option<EventData<'a>>,
+    at: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventData<'a> {
+    case_id: Option<&'a str>,
+}
+
 /// Reads a connection until forced to stop, recording room events and checking their seqs up
 /// to the last event (after it, nothing is recorded).
 async fn receive(
@@ -350,6 +367,7 @@ async fn receive(
             m = ws.next() => m,
         };
         let at = Instant::now();
+        let wall = chrono::Utc::now();
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(frame))) => {
@@ -369,13 +387,13 @@ async fn receive(
         if done {
             continue;
         }
-        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+        let Ok(frame) = serde_json::from_str::<EventFrame>(text.as_str()) else {
             continue;
         };
-        if frame["type"] != "event" {
+        if frame.kind != "event" {
             continue;
         }
-        let seq = frame["seq"].as_u64().unwrap_or(0);
+        let seq = frame.seq.unwrap_or(0);
         match seq.cmp(&(last + 1)) {
             std::cmp::Ordering::Equal => {}
             std::cmp::Ordering::Greater => {
@@ -386,16 +404,15 @@ async fn receive(
         }
         last = last.max(seq);
         t.events += 1;
-        match frame["event"].as_str() {
+        match frame.event {
             Some("review.claimed" | "review.released") => t.ops.push((seq, at)),
             Some("review.requested") => {
-                if let Some(case) = frame["data"]["case_id"].as_str() {
-                    let lag = frame["at"]
-                        .as_str()
+                if let Some(case) = frame.data.and_then(|d| d.case_id) {
+                    let lag = frame
+                        .at
                         .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
                         .and_then(|published| {
-                            (chrono::Utc::now() - published.with_timezone(&chrono::Utc))
-                                .num_nanoseconds()
+                            (wall - published.with_timezone(&chrono::Utc)).num_nanoseconds()
                         })
                         .map(|ns| ns.max(0) as u64);
                     t.requested.push((case.to_string(), at, lag));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -728,7 +728,13 @@ impl RoomState {
     async fn record(&mut self, name: &str, data: &Value) -> Bytes {
         self.seq += 1;
         let seq = self.seq;
-        let frame = protocol::event(seq, name, data, &rfc3339(self.args.clock.now()));
+        // Microseconds: the publish time is what receivers measure their lag from.
+        let at = self
+            .args
+            .clock
+            .now()
+            .to_rfc3339_opts(SecondsFormat::Micros, true);
+        let frame = protocol::event(seq, name, data, &at);
         let keep = self.args.settings.history;
         // Live first: resume is served from the in-memory history, and the store's copy (for
         // restarts) is written behind, in order, by the room's history writer. A crash before
