@@ -174,25 +174,28 @@ pub async fn create_once(state: &AppState, intake: Intake, key: Option<String>) 
     // Nodes sharing the store: one creator per key across all of them, too.
     let lease = format!("idempotency:{key}");
     let wait = state.settings.server.request_timeout;
-    let result = if state.cluster.acquire_within(&lease, wait).await {
-        let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
-            .unwrap_or(chrono::Duration::hours(24));
-        let not_before = chrono::Utc::now() - ttl;
-        let found = match state.store.idempotent_case(&key, not_before).await {
-            Ok(Some(id)) => state.cases.get(id).await.map_err(ApiError::from),
-            Ok(None) => state
-                .cases
-                .create(intake, Some(key.clone()))
-                .await
-                .map_err(ApiError::from),
-            Err(e) => Err(e.into()),
-        };
-        state.cluster.release(&lease).await;
-        found
-    } else {
-        Err(ApiError::unavailable(
+    let result = match state.cluster.acquire_within(&lease, wait).await {
+        Ok(true) => {
+            let ttl = chrono::Duration::from_std(state.settings.idempotency.ttl)
+                .unwrap_or(chrono::Duration::hours(24));
+            let not_before = chrono::Utc::now() - ttl;
+            let found = match state.store.idempotent_case(&key, not_before).await {
+                Ok(Some(id)) => state.cases.get(id).await.map_err(ApiError::from),
+                Ok(None) => state
+                    .cases
+                    .create(intake, Some(key.clone()))
+                    .await
+                    .map_err(ApiError::from),
+                Err(e) => Err(e.into()),
+            };
+            state.cluster.release(&lease).await;
+            found
+        }
+        Ok(false) => Err(ApiError::unavailable(
             "Another request with this key is still being handled; retry shortly",
-        ))
+        )),
+        // Redis away: no node can create (or find) the case now.
+        Err(e) => Err(e.into()),
     };
     drop(guard);
     {

@@ -341,14 +341,19 @@ async fn persist(
         idempotency,
         fence,
     };
+    let sent = std::time::Instant::now();
     if let Err(e) = ctx.store.commit(&commit).await {
         if matches!(e, StoreError::Fenced(_)) {
+            // Another node holds the lease: commands parked meanwhile go to it.
+            if let Some(fence) = &commit.fence {
+                ctx.cluster.forget(&lease, &fence.token);
+            }
             lease_lost();
         }
         return Err(e.into());
     }
     if let (true, Some(fence)) = (created, &commit.fence) {
-        ctx.cluster.adopt(&lease, fence);
+        ctx.cluster.adopt(&lease, fence, sent);
     }
     ctx.telemetry.events_recorded(&commit.events);
     for entry in commit.case.history.iter().skip(history_before) {

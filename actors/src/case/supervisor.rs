@@ -295,6 +295,13 @@ impl Actor for CaseSupervisor {
             state.give_back(case_id);
         }
         match state.parked.remove(&case_id) {
+            Some(waiting) if handed_over && !waiting.is_empty() && !state.draining => {
+                // The node that asked gets its turn first: taking the lease straight back
+                // would starve it while both keep writing to the case.
+                for msg in waiting {
+                    state.take_lease(&myself, case_id, msg, HANDOVER_YIELD);
+                }
+            }
             Some(waiting) if !waiting.is_empty() => {
                 for msg in waiting {
                     state.deliver(&myself, case_id, msg).await;
@@ -338,7 +345,7 @@ impl SupervisorState {
                 {
                     match msg {
                         CaseMsg::Get { reply } => self.read_from_store(case_id, reply),
-                        msg => self.take_lease(myself, case_id, msg),
+                        msg => self.take_lease(myself, case_id, msg, Duration::ZERO),
                     }
                     return;
                 }
@@ -409,7 +416,13 @@ impl SupervisorState {
 
     /// Parks `msg` and starts a task taking the case's lease (asking its holder to hand the
     /// case over), which answers with `LeaseGranted` or `LeaseRefused`.
-    fn take_lease(&mut self, myself: &ActorRef<SupervisorMsg>, case_id: CaseId, msg: CaseMsg) {
+    fn take_lease(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        case_id: CaseId,
+        msg: CaseMsg,
+        first_wait: Duration,
+    ) {
         self.parked.entry(case_id).or_default().push(msg);
         if !self.leasing.insert(case_id) {
             return;
@@ -418,6 +431,7 @@ impl SupervisorState {
         let myself = myself.clone();
         let wait = self.settings.lease_wait;
         tokio::spawn(async move {
+            tokio::time::sleep(first_wait).await;
             let granted = take_lease(&cluster, case_id, wait).await;
             let msg = if granted {
                 SupervisorMsg::LeaseGranted(case_id)
@@ -534,3 +548,6 @@ async fn take_lease(cluster: &Cluster, case_id: CaseId, wait: Duration) -> bool 
 
 /// How often a node waiting for a case asks its holder again (a request may be lost).
 const ASK_EVERY: Duration = Duration::from_millis(250);
+/// How long commands that arrived while a case was being handed over wait before they ask
+/// for it back (the asking node polls at least every 50 ms).
+const HANDOVER_YIELD: Duration = Duration::from_millis(100);

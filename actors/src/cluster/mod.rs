@@ -4,13 +4,16 @@
 //! the data file, every lease is granted at once and nothing is fenced. On Redis it is shared:
 //!
 //! - **Leases** name what one node at a time may own: `case:{id}` (the node hosting the case
-//!   actor), `room:{name}` (the node running the room's numbering and claims), `dispatcher`
-//!   (the node fanning the outbox out into delivery jobs). A lease is a Redis key holding this
-//!   node's token, taken with `SET NX PX`, renewed in the background every third of
-//!   `cluster.lease_ttl` while held, and given back with a compare-and-delete. A renewal that
-//!   finds the key gone or someone else's announces the lease as [`lost`](Cluster::lost); the
-//!   case commits of a lease's holder carry a [`Fence`], so a node that lost its lease cannot
-//!   overwrite a newer owner's snapshot even before it hears of the loss.
+//!   actor), `room:{name}` (the node running the room's numbering, claims and history),
+//!   `fifo:{endpoint}` (the node sending to a FIFO endpoint), `idempotency:{key}` (the node
+//!   creating a case for that key). A lease is a Redis key holding this node's token (node id,
+//!   a per-run id and a counter, so no two runs ever share one), taken by a script, renewed in
+//!   the background every third of `cluster.lease_ttl` while held, and given back with a
+//!   compare-and-delete. A renewal that finds the key gone or someone else's announces the lease
+//!   as [`lost`](Cluster::lost), and so does a lease whose last renewal is a ttl old (Redis
+//!   away): this node then no longer [holds](Cluster::holds) it, even before Redis says so. The
+//!   writes of a lease's holder (case commits, room history) carry a [`Fence`], so a node that
+//!   lost its lease cannot overwrite a newer owner's data even before it hears of the loss.
 //! - **Channels** carry what one node tells another (a release request, a room's frames), over
 //!   one pub/sub connection per node ([`link`]).
 
@@ -55,12 +58,17 @@ pub enum Acquired {
     HeldBy(String),
 }
 
-/// Takes a lease unless another node holds it; returns `""` or the holder's token. A lease
-/// of this node's own id with another token is left from an earlier run of this node (or a
-/// give-back still on its way): it is taken over at once.
+/// Takes a lease unless another node holds it; returns `""` or the holder's token. ARGV:
+/// token, ttl ms, this node's id, this run's token prefix, `1` when this run let the lease
+/// lapse. A lease of this node's id from an earlier run is left from before a restart: it is
+/// taken over at once. One of this run is taken over only when it was let lapse: otherwise it
+/// is a give-back still on its way, and the node that asked for it goes first.
 const ACQUIRE_LUA: &str = r"
 local holder = redis.call('GET', KEYS[1])
-if holder and string.sub(holder, 1, #ARGV[3] + 1) ~= ARGV[3] .. ':' then return holder end
+if holder then
+  if string.sub(holder, 1, #ARGV[3] + 1) ~= ARGV[3] .. ':' then return holder end
+  if string.sub(holder, 1, #ARGV[4]) == ARGV[4] and ARGV[5] ~= '1' then return holder end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ''
 ";
@@ -115,13 +123,38 @@ struct Shared {
     timeout: Duration,
     ttl: Duration,
     link: Link,
-    /// Lease name → this node's token, for every lease held.
-    held: parking_lot::Mutex<HashMap<String, String>>,
+    /// Lease name → this node's token and until when it is surely still ours, for every
+    /// lease held.
+    held: parking_lot::Mutex<HashMap<String, Held>>,
     /// Leases this node let lapse (no longer renewed, not given back), with their token and
     /// since when: given back only if another node asks.
     dormant: parking_lot::Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// Names this run in its tokens: a node restarted under the same id never reuses a token
+    /// an older process of it may still hold (and fence with).
+    run: String,
     tokens: AtomicU64,
     lost: broadcast::Sender<String>,
+}
+
+/// A lease this node holds.
+struct Held {
+    token: String,
+    /// Its key's expiry as this node last set it, measured from before the request went out
+    /// (so never later than Redis's own); past it the lease may be another node's.
+    until: std::time::Instant,
+}
+
+impl Held {
+    fn new(token: String, ttl: Duration, since: std::time::Instant) -> Held {
+        Held {
+            token,
+            until: since + ttl,
+        }
+    }
+
+    fn valid(&self) -> bool {
+        std::time::Instant::now() < self.until
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -172,6 +205,7 @@ impl Cluster {
                     link: Link::start(client, timeout),
                     held: Default::default(),
                     dormant: Default::default(),
+                    run: crate::domain::new_ulid(chrono::Utc::now()).to_string(),
                     tokens: AtomicU64::new(1),
                     lost: broadcast::channel(1024).0,
                 }),
@@ -198,7 +232,7 @@ impl Cluster {
 
     fn new_token(&self, shared: &Shared) -> String {
         let n = shared.tokens.fetch_add(1, Ordering::Relaxed);
-        format!("{}:{n}", self.inner.node)
+        format!("{}:{}:{n}", self.inner.node, shared.run)
     }
 
     /// Takes the lease `name` unless another node holds it (always taken when single).
@@ -206,16 +240,20 @@ impl Cluster {
         let Some(shared) = &self.inner.shared else {
             return Ok(Acquired::Taken);
         };
-        if shared.held.lock().contains_key(name) {
+        if shared.held.lock().get(name).is_some_and(Held::valid) {
             return Ok(Acquired::Taken);
         }
         let token = self.new_token(shared);
+        let since = std::time::Instant::now();
+        let dormant = shared.dormant.lock().contains_key(name);
         let mut script = ACQUIRE.prepare_invoke();
         script
             .key(Self::key(shared, name))
             .arg(&token)
             .arg(shared.ttl.as_millis() as u64)
-            .arg(&self.inner.node);
+            .arg(&self.inner.node)
+            .arg(format!("{}:{}:", self.inner.node, shared.run))
+            .arg(if dormant { "1" } else { "0" });
         let mut conn = shared.conn.clone();
         let holder: String = tokio::time::timeout(shared.timeout, script.invoke_async(&mut conn))
             .await
@@ -223,35 +261,50 @@ impl Cluster {
             .map_err(unavailable)?;
         if holder.is_empty() {
             shared.dormant.lock().remove(name);
-            shared.held.lock().insert(name.to_string(), token);
+            shared
+                .held
+                .lock()
+                .insert(name.to_string(), Held::new(token, shared.ttl, since));
             return Ok(Acquired::Taken);
         }
-        let node = holder.rsplit_once(':').map_or(holder.as_str(), |(n, _)| n);
-        Ok(Acquired::HeldBy(node.to_string()))
+        Ok(Acquired::HeldBy(node_of(&holder).to_string()))
     }
 
     /// Takes lease `name`, waiting up to `wait` while another node holds it (polling with a
-    /// short back-off): a lock across nodes. False when the wait ran out.
-    pub async fn acquire_within(&self, name: &str, wait: Duration) -> bool {
+    /// short back-off): a lock across nodes. `Ok(false)` when the wait ran out; an error at
+    /// once when Redis cannot be reached (waiting would not help).
+    pub async fn acquire_within(&self, name: &str, wait: Duration) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut backoff = Duration::from_millis(2);
         loop {
-            if let Ok(Acquired::Taken) = self.acquire(name).await {
-                return true;
+            if let Acquired::Taken = self.acquire(name).await? {
+                return Ok(true);
             }
             if tokio::time::Instant::now() + backoff >= deadline {
-                return false;
+                return Ok(false);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 
-    /// Whether this node holds `name` (always when single).
+    /// Whether this node holds `name` (always when single): taken, and renewed within the
+    /// ttl.
     pub fn holds(&self, name: &str) -> bool {
         match &self.inner.shared {
             None => true,
-            Some(shared) => shared.held.lock().contains_key(name),
+            Some(shared) => shared.held.lock().get(name).is_some_and(Held::valid),
+        }
+    }
+
+    /// Forgets lease `name` if it still has `token`: a write fenced with it was refused, so
+    /// another node holds the lease now (the renewal would find out later).
+    pub fn forget(&self, name: &str, token: &str) {
+        if let Some(shared) = &self.inner.shared {
+            let mut held = shared.held.lock();
+            if held.get(name).is_some_and(|h| h.token == token) {
+                held.remove(name);
+            }
         }
     }
 
@@ -262,12 +315,12 @@ impl Cluster {
             return Ok(None);
         };
         match shared.held.lock().get(name) {
-            Some(token) => Ok(Some(Fence {
+            Some(held) if held.valid() => Ok(Some(Fence {
                 key: Self::key(shared, name),
-                token: token.clone(),
+                token: held.token.clone(),
                 take: None,
             })),
-            None => Err(StoreError::Fenced(format!("lease {name} is not held"))),
+            _ => Err(StoreError::Fenced(format!("lease {name} is not held"))),
         }
     }
 
@@ -282,13 +335,14 @@ impl Cluster {
         })
     }
 
-    /// Records a lease taken by a commit's fence as held (and renewed from now on).
-    pub fn adopt(&self, name: &str, fence: &Fence) {
+    /// Records a lease taken by a commit's fence as held (and renewed from now on); `since`
+    /// is when the commit went out.
+    pub fn adopt(&self, name: &str, fence: &Fence, since: std::time::Instant) {
         if let Some(shared) = &self.inner.shared {
-            shared
-                .held
-                .lock()
-                .insert(name.to_string(), fence.token.clone());
+            shared.held.lock().insert(
+                name.to_string(),
+                Held::new(fence.token.clone(), shared.ttl, since),
+            );
         }
     }
 
@@ -305,11 +359,11 @@ impl Cluster {
         let Some(shared) = &self.inner.shared else {
             return;
         };
-        if let Some(token) = shared.held.lock().remove(name) {
+        if let Some(held) = shared.held.lock().remove(name) {
             shared
                 .dormant
                 .lock()
-                .insert(name.to_string(), (token, std::time::Instant::now()));
+                .insert(name.to_string(), (held.token, std::time::Instant::now()));
         }
     }
 
@@ -319,7 +373,7 @@ impl Cluster {
     /// the same way.
     pub fn release_owned(&self, name: String) -> impl Future<Output = ()> + Send + 'static {
         let removed = self.inner.shared.as_ref().and_then(|shared| {
-            let held = shared.held.lock().remove(&name);
+            let held = shared.held.lock().remove(&name).map(|h| h.token);
             let token = held.or_else(|| shared.dormant.lock().remove(&name).map(|(t, _)| t))?;
             Some((
                 shared.conn.clone(),
@@ -457,6 +511,11 @@ impl Cluster {
     }
 }
 
+/// The node id in a lease's token (`node:run:n`).
+fn node_of(token: &str) -> &str {
+    token.split(':').next().unwrap_or(token)
+}
+
 /// Publishes on one channel in the order given (see [`Cluster::publisher`]). Dropping it ends
 /// its task once what is queued is out.
 #[derive(Debug, Clone)]
@@ -492,13 +551,31 @@ async fn renew_loop(inner: std::sync::Weak<Inner>) {
             .dormant
             .lock()
             .retain(|_, (_, since)| since.elapsed() < shared.ttl);
+        // Leases not renewed for a ttl (Redis away) may be someone else's by now.
+        let expired: Vec<String> = {
+            let mut held = shared.held.lock();
+            let expired: Vec<String> = held
+                .iter()
+                .filter(|(_, h)| !h.valid())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in &expired {
+                held.remove(name);
+            }
+            expired
+        };
+        for name in expired {
+            tracing::warn!(lease = %name, "lease not renewed in time; treated as lost");
+            let _ = shared.lost.send(name);
+        }
         let held: Vec<(String, String)> = shared
             .held
             .lock()
             .iter()
-            .map(|(name, token)| (name.clone(), token.clone()))
+            .map(|(name, h)| (name.clone(), h.token.clone()))
             .collect();
         for chunk in held.chunks(RENEW_CHUNK) {
+            let since = std::time::Instant::now();
             let mut script = RENEW.prepare_invoke();
             script.arg(shared.ttl.as_millis() as u64);
             for (name, token) in chunk {
@@ -520,12 +597,17 @@ async fn renew_loop(inner: std::sync::Weak<Inner>) {
                 };
             for ((name, token), ok) in chunk.iter().zip(renewed) {
                 if ok == 1 {
+                    if let Some(h) = shared.held.lock().get_mut(name)
+                        && &h.token == token
+                    {
+                        h.until = since + shared.ttl;
+                    }
                     continue;
                 }
                 // Lost, unless it was given back (or taken anew) meanwhile.
                 let was_ours = {
                     let mut held = shared.held.lock();
-                    let same = held.get(name) == Some(token);
+                    let same = held.get(name).is_some_and(|h| &h.token == token);
                     if same {
                         held.remove(name);
                     }
