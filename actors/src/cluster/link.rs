@@ -146,17 +146,8 @@ async fn run(
     loop {
         let connected = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
         let Ok(Ok(pubsub)) = connected else {
-            // Keep taking commands while disconnected, so subscriptions wait for the link.
-            let deadline = tokio::time::sleep(backoff);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = &mut deadline => break,
-                    command = commands.recv() => match command {
-                        Some(command) => apply(&mut channels, &mut waiting, command),
-                        None => return,
-                    },
-                }
+            if !pause(backoff, &mut commands, &mut channels, &mut waiting).await {
+                return;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
@@ -164,9 +155,14 @@ async fn run(
         let (mut sink, mut stream) = pubsub.split();
         let names: Vec<String> = channels.keys().cloned().collect();
         if !names.is_empty() && sink.subscribe(&names).await.is_err() {
+            tracing::warn!("cluster pub/sub could not subscribe; retrying");
+            if !pause(backoff, &mut commands, &mut channels, &mut waiting).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
         }
-        backoff = BACKOFF_MIN;
+        let up_since = tokio::time::Instant::now();
         for ready in waiting.drain(..) {
             let _ = ready.send(());
         }
@@ -217,6 +213,40 @@ async fn run(
                     }
                 }
             }
+        }
+        // A connection that stays up resets the back-off; one that drops at once backs off
+        // like a failed connect, so a flapping Redis is not hammered.
+        if up_since.elapsed() >= STABLE {
+            backoff = BACKOFF_MIN;
+        } else {
+            if !pause(backoff, &mut commands, &mut channels, &mut waiting).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// How long a connection must stay up for the reconnect back-off to start over.
+const STABLE: Duration = Duration::from_secs(5);
+
+/// Waits `backoff` while disconnected, still taking commands (so subscriptions wait for the
+/// link); false when every handle is gone.
+async fn pause(
+    backoff: Duration,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    channels: &mut HashMap<String, Vec<Subscriber>>,
+    waiting: &mut Vec<oneshot::Sender<()>>,
+) -> bool {
+    let deadline = tokio::time::sleep(backoff);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return true,
+            command = commands.recv() => match command {
+                Some(command) => apply(channels, waiting, command),
+                None => return false,
+            },
         }
     }
 }
