@@ -38,6 +38,24 @@ pub struct RoomCounters {
     pub resyncs: Counter,
 }
 
+/// One open connection, counted in `room_connections` for as long as it lives: it goes with
+/// its member however the room or relay holding it ends (a failed actor runs no `post_stop`).
+#[derive(Debug)]
+pub(crate) struct Counted(Gauge);
+
+impl Counted {
+    pub(crate) fn new(gauge: &Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl RoomCounters {
     fn register(telemetry: &Telemetry) -> Self {
         let c = RoomCounters::default();

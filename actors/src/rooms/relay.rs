@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cluster::{self, Envelope, FromOwner, OWNER_SILENCE, ToOwner};
 use super::protocol::{CLOSE_TOO_SLOW, ClientFrame};
 use super::room::{ConnId, JoinRequest, Joined, Kick, RoomInfo};
-use super::{RoomCounters, RoomSettings};
+use super::{Counted, RoomCounters, RoomSettings};
 use crate::cluster::link::Received;
 use crate::cluster::{Cluster, Publisher};
 use crate::domain::ReviewId;
@@ -77,6 +77,7 @@ struct Member {
     kick: Option<oneshot::Sender<Kick>>,
     /// `Some` until the owner's welcome arrived.
     joining: Option<Joining>,
+    _counted: Counted,
 }
 
 pub struct RelayState {
@@ -253,9 +254,9 @@ impl RelayState {
                 tx: request.tx,
                 kick: Some(request.kick),
                 joining: Some(joining),
+                _counted: Counted::new(&self.args.counters.connections),
             },
         );
-        self.args.counters.connections.inc();
     }
 
     fn ask_to_join(&self, conn: ConnId, reviewer: &str, joining: &Joining) {
@@ -270,7 +271,6 @@ impl RelayState {
 
     fn leave(&mut self, conn: ConnId) {
         if self.members.remove(&conn).is_some() {
-            self.args.counters.connections.dec();
             self.to_owner(ToOwner::Leave {
                 node: self.node(),
                 conn,
@@ -404,12 +404,13 @@ impl RelayState {
         }
         for conn in expired {
             if let Some(member) = self.members.remove(&conn) {
-                self.args.counters.connections.dec();
                 if let Some(joining) = member.joining {
                     let _ = joining
                         .reply
                         .send(Err("the room's node did not answer".into()));
                 }
+                // The owner may have admitted it and only its welcome was lost.
+                self.to_owner_leave(conn);
             }
         }
         let timed_out: Vec<u64> = self
@@ -450,7 +451,6 @@ impl RelayState {
     fn hand_back(&mut self, reason: &'static str) {
         let members: Vec<(ConnId, Member)> = self.members.drain().collect();
         for (conn, member) in members {
-            self.args.counters.connections.dec();
             match member.joining {
                 Some(joining) => {
                     let _ = joining.reply.send(Err(reason.into()));
@@ -462,10 +462,11 @@ impl RelayState {
                             reason,
                         });
                     }
-                    // The owner forgets it too, if it still runs the room.
-                    self.to_owner_leave(conn);
                 }
             }
+            // The owner forgets it too, if it still runs the room (a member still joining may
+            // have been admitted there already).
+            self.to_owner_leave(conn);
         }
         for (_, (reply, _)) in self.queries.drain() {
             let _ = reply.send(Err(reason.into()));

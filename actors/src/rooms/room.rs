@@ -17,9 +17,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::RoomSettings;
 use super::cluster::{self, FromOwner, RemoteSide, ToOwner};
 use super::protocol::{self, CLOSE_TOO_SLOW, ClientFrame, ClientRequest};
+use super::{Counted, RoomSettings};
 use crate::case::{CaseDirectory, CaseError, ReviewDecision, lifecycle};
 use crate::clock::SharedClock;
 use crate::cluster::Cluster;
@@ -149,6 +149,7 @@ enum Link {
     Local {
         tx: mpsc::Sender<Bytes>,
         kick: Option<oneshot::Sender<Kick>>,
+        _counted: Counted,
     },
     /// A connection on another node, served by that node's relay (which bounds and closes it).
     Remote { node: String, conn: u64 },
@@ -251,10 +252,17 @@ impl Actor for ReviewRoom {
             seq,
             open: true,
         };
-        store.room_append(&args.name, &meta, &[], keep).await?;
+        // The hub took the room's lease before starting it; every history write carries it.
+        let fence = args.cluster.fence(&cluster::lease_name(&args.name))?;
+        store
+            .room_append(&args.name, &meta, &[], keep, fence.as_ref())
+            .await?;
         let writer = HistoryWriter::start(&args, epoch.clone());
+        // Listening before reading the pending reviews: a review another node commits
+        // meanwhile is either read or heard (or both; it is not repeated).
+        let subscription = args.cluster.subscribe(&cluster::to_owner(&args.name)).await;
         let pending = load_pending(store, &args.name).await?;
-        let (remote, inbound) = match args.cluster.subscribe(&cluster::to_owner(&args.name)).await {
+        let (remote, inbound) = match subscription {
             Some(subscription) => (
                 Some(RemoteSide::start(&args.cluster, &args.name)),
                 Some(tokio::spawn(receive_remote(
@@ -315,6 +323,8 @@ impl Actor for ReviewRoom {
         // Write what is queued, then mark the history closed cleanly (same epoch next time).
         // If any of it could not be written, the room stays marked open, so its next start
         // begins a new epoch rather than promise resumes from a history with a hole in it.
+        // A room that lost its lease writes nothing more (the fence refuses it): the history
+        // is its successor's now.
         if let Some(writer) = state.writer.take() {
             if writer.finish().await {
                 let meta = RoomMeta {
@@ -323,12 +333,21 @@ impl Actor for ReviewRoom {
                     open: false,
                 };
                 let keep = state.args.settings.history;
-                if let Err(e) = state
+                let closed = match state
                     .args
-                    .store
-                    .room_append(&state.args.name, &meta, &[], keep)
-                    .await
+                    .cluster
+                    .fence(&cluster::lease_name(&state.args.name))
                 {
+                    Ok(fence) => {
+                        state
+                            .args
+                            .store
+                            .room_append(&state.args.name, &meta, &[], keep, fence.as_ref())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = closed {
                     tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
                 }
             } else {
@@ -432,8 +451,8 @@ impl RoomState {
         let link = Link::Local {
             tx,
             kick: Some(kick),
+            _counted: Counted::new(&self.args.counters.connections),
         };
-        self.args.counters.connections.inc();
         self.admit(reviewer, since, epoch.as_deref(), link)
     }
 
@@ -617,13 +636,8 @@ impl RoomState {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
-        match &member.link {
-            Link::Local { .. } => {
-                self.args.counters.connections.dec();
-            }
-            Link::Remote { node, conn } => {
-                self.remote_members.remove(&(node.clone(), *conn));
-            }
+        if let Link::Remote { node, conn } = &member.link {
+            self.remote_members.remove(&(node.clone(), *conn));
         }
         let held: Vec<String> = self
             .pending
@@ -665,7 +679,7 @@ impl RoomState {
             return;
         };
         let (tx, kick) = match &mut member.link {
-            Link::Local { tx, kick } => (tx, kick),
+            Link::Local { tx, kick, .. } => (tx, kick),
             Link::Remote { node, conn } => {
                 let (node, conn) = (node.clone(), *conn);
                 self.remote_send(|remote| remote.direct(&node, conn, &[frame]));
@@ -1015,13 +1029,6 @@ impl DecisionTask {
 
 /// The gauges a stopped room no longer counts in.
 fn count_stopped(state: &RoomState) {
-    state.args.counters.connections.dec_by(
-        state
-            .members
-            .values()
-            .filter(|m| matches!(m.link, Link::Local { .. }))
-            .count() as i64,
-    );
     state
         .args
         .metrics
@@ -1050,6 +1057,8 @@ impl HistoryWriter {
         let (tx, mut rx) = mpsc::channel::<RoomEntry>(keep.max(64));
         let store = args.store.clone();
         let room = args.name.clone();
+        let node = args.cluster.clone();
+        let lease = cluster::lease_name(&room);
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut all_written = true;
@@ -1059,7 +1068,15 @@ impl HistoryWriter {
                     seq: batch.last().map_or(0, |e| e.seq),
                     open: true,
                 };
-                if let Err(e) = store.room_append(&room, &meta, &batch, keep).await {
+                let written = match node.fence(&lease) {
+                    Ok(fence) => {
+                        store
+                            .room_append(&room, &meta, &batch, keep, fence.as_ref())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     tracing::warn!(%room, events = batch.len(), error = %e, "room history write failed");
                     all_written = false;
                 }
@@ -1095,15 +1112,24 @@ impl HistoryWriter {
 
 /// Hands other nodes' messages for this room (its `to-owner` channel) to the room, until the
 /// room stops. A lost message is asked for again by its sender (a relay repeats a join until
-/// its welcome arrives) or costs what the bus losing it would: see [`RoomMsg::Resync`].
+/// its welcome arrives) or, for forwarded events, made up by a [`RoomMsg::Resync`].
 async fn receive_remote(
     mut subscription: Subscription,
     room: ActorRef<RoomMsg>,
     metrics: ActorMetrics,
 ) {
     while let Some(item) = subscription.recv().await {
-        let Received::Message(payload) = item else {
-            continue;
+        let payload = match item {
+            Received::Message(payload) => payload,
+            // Events other nodes forwarded may be among the lost: read the pending reviews
+            // again (what the room knows already is not repeated).
+            Received::Gap => {
+                metrics.queued();
+                if room.cast(RoomMsg::Resync).is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         match serde_json::from_slice::<ToOwner>(&payload) {
             Ok(msg) => {

@@ -521,6 +521,55 @@ mod tests {
         assert_eq!(store.outbox(0, 10).await.unwrap().len(), 2);
     }
 
+    /// A room's history takes writes only from its lease's holder: a node that lost the room
+    /// cannot write into its successor's history.
+    #[tokio::test]
+    async fn redis_room_history_refuses_writes_without_the_lease() {
+        use crate::store::{Fence, RoomEntry, RoomMeta, StoreError};
+        use redis::AsyncCommands;
+        let server = crate::testing::RedisServer::start();
+        let store =
+            crate::store::RedisStore::connect(&server.url(), "r:", Duration::from_secs(2)).unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let fence = |token: &str| Fence {
+            key: "r:lease:room:alpha".into(),
+            token: token.into(),
+            take: None,
+        };
+        let meta = |epoch: &str, seq| RoomMeta {
+            epoch: epoch.into(),
+            seq,
+            open: true,
+        };
+        let entry = |seq: u64| RoomEntry {
+            seq,
+            frame: format!("frame {seq}"),
+        };
+        let _: () = conn.set("r:lease:room:alpha", "b").await.unwrap();
+        // The holder writes.
+        store
+            .room_append("alpha", &meta("eb", 1), &[entry(1)], 10, Some(&fence("b")))
+            .await
+            .unwrap();
+        // The node whose lease lapsed is refused, entries and meta alike.
+        assert!(matches!(
+            store
+                .room_append("alpha", &meta("ea", 7), &[entry(7)], 10, Some(&fence("a")))
+                .await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(store.room_meta("alpha").await.unwrap(), Some(meta("eb", 1)));
+        let history = store.room_history("alpha", 0, 10).await.unwrap();
+        assert_eq!(history, vec![entry(1)]);
+        // Without a fence (a store nobody shares) it writes.
+        store
+            .room_append("alpha", &meta("eb", 2), &[entry(2)], 10, None)
+            .await
+            .unwrap();
+        assert_eq!(store.room_history("alpha", 0, 10).await.unwrap().len(), 2);
+    }
+
     #[tokio::test]
     async fn redis_claims_hand_each_job_to_one_node() {
         let server = crate::testing::RedisServer::start();

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
 use super::{
-    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
+    CasePage, CaseQuery, Commit, Fence, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
     StoreError, decode_cursor, encode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
@@ -507,6 +507,8 @@ impl SnapshotStore for EmbeddedStore {
         meta: &RoomMeta,
         entries: &[RoomEntry],
         keep: usize,
+        // One process owns the file: nobody to fence off.
+        _fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         self.write(Write::RoomAppend(Box::new(rooms::Append {
             room: room.to_string(),

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SharedStore, SkipDue,
+    CasePage, CaseQuery, Commit, Fence, OutboxEntry, RoomEntry, RoomMeta, SharedStore, SkipDue,
     SnapshotStore, StoreError,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
@@ -225,10 +225,11 @@ impl SnapshotStore for MeteredStore {
         meta: &RoomMeta,
         entries: &[RoomEntry],
         keep: usize,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
         self.timed(
             "room_append",
-            self.inner.room_append(room, meta, entries, keep),
+            self.inner.room_append(room, meta, entries, keep, fence),
         )
         .await
     }

@@ -269,13 +269,16 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// room's history, records `meta` as its new position and keeps only the newest `keep`
     /// entries, atomically. An append with entries to an open room may be acknowledged before
     /// it is synced (the embedded store does so); an append without entries (the room's open
-    /// and close markers) is durable, and so is everything appended before it.
+    /// and close markers) is durable, and so is everything appended before it. With `fence`
+    /// (nodes sharing the store) it is refused with [`StoreError::Fenced`] unless the room's
+    /// lease still holds the fence's token.
     async fn room_append(
         &self,
         room: &str,
         meta: &RoomMeta,
         entries: &[RoomEntry],
         keep: usize,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError>;
 
     /// A room's retained history after `after`, oldest first, at most `limit` entries.

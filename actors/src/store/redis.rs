@@ -39,7 +39,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
 use super::{
-    CasePage, CaseQuery, Commit, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
+    CasePage, CaseQuery, Commit, Fence, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
     StoreError, decode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
@@ -424,8 +424,9 @@ impl SnapshotStore for RedisStore {
         meta: &RoomMeta,
         entries: &[RoomEntry],
         keep: usize,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        self.append_to_room(room, meta, entries, keep).await
+        self.append_to_room(room, meta, entries, keep, fence).await
     }
 
     async fn room_history(

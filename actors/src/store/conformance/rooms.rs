@@ -25,7 +25,10 @@ pub async fn history_appends_and_trims(store: SharedStore) {
         seq,
         open: seq % 2 == 1,
     };
-    store.room_append("alpha", &meta(0), &[], 5).await.unwrap();
+    store
+        .room_append("alpha", &meta(0), &[], 5, None)
+        .await
+        .unwrap();
     assert_eq!(store.room_meta("alpha").await.unwrap(), Some(meta(0)));
     assert!(
         store
@@ -36,12 +39,12 @@ pub async fn history_appends_and_trims(store: SharedStore) {
     );
 
     store
-        .room_append("alpha", &meta(3), &[entry(1), entry(2), entry(3)], 5)
+        .room_append("alpha", &meta(3), &[entry(1), entry(2), entry(3)], 5, None)
         .await
         .unwrap();
     for seq in 4..=8 {
         store
-            .room_append("alpha", &meta(seq), &[entry(seq)], 5)
+            .room_append("alpha", &meta(seq), &[entry(seq)], 5, None)
             .await
             .unwrap();
     }

@@ -1,14 +1,32 @@
 //! Room history and the pending-review index of the Redis store (keys in the parent's table).
 //!
 //! History is a capped stream per room whose entry ids are `0-{seq}`, so `XRANGE` by seq needs
-//! no extra index and `MAXLEN` trims it; the append and the room's meta hash go in one
-//! `MULTI`/`EXEC`.
+//! no extra index and `MAXLEN` trims it; the append and the room's meta hash go in one script,
+//! which first checks the room's lease when nodes share the store: a node that lost the room
+//! (stalled past its lease) cannot write into its successor's history.
+
+use std::sync::LazyLock;
 
 use redis::streams::StreamRangeReply;
 
 use super::RedisStore;
 use crate::domain::ReviewId;
-use crate::store::{RoomEntry, RoomMeta, StoreError};
+use crate::store::{Fence, RoomEntry, RoomMeta, StoreError};
+
+/// KEYS: the lease (a placeholder without a fence), history stream, meta hash. ARGV: lease
+/// token (`""`: no fence), keep, epoch, seq, open, then per entry its stream id and frame.
+const APPEND_LUA: &str = r"
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED the room lease is held elsewhere or lapsed')
+end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], ARGV[i], 'f', ARGV[i + 1])
+end
+redis.call('HSET', KEYS[3], 'epoch', ARGV[3], 'seq', ARGV[4], 'open', ARGV[5])
+return 'OK'
+";
+
+static APPEND: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(APPEND_LUA));
 
 impl RedisStore {
     pub(super) fn room_key(&self, room: &str, what: &str) -> String {
@@ -41,30 +59,26 @@ impl RedisStore {
         meta: &RoomMeta,
         entries: &[RoomEntry],
         keep: usize,
+        fence: Option<&Fence>,
     ) -> Result<(), StoreError> {
-        let history = self.room_key(room, "history");
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for entry in entries {
-            pipe.cmd("XADD")
-                .arg(&history)
-                .arg("MAXLEN")
-                .arg(keep)
-                .arg(format!("0-{}", entry.seq))
-                .arg("f")
-                .arg(&entry.frame)
-                .ignore();
-        }
-        pipe.cmd("HSET")
-            .arg(self.room_key(room, "meta"))
-            .arg("epoch")
+        let mut invocation = APPEND.prepare_invoke();
+        let (fence_key, token) = match fence {
+            Some(fence) => (fence.key.clone(), fence.token.as_str()),
+            None => (self.key("nofence"), ""),
+        };
+        invocation
+            .key(fence_key)
+            .key(self.room_key(room, "history"))
+            .key(self.room_key(room, "meta"))
+            .arg(token)
+            .arg(keep)
             .arg(&meta.epoch)
-            .arg("seq")
             .arg(meta.seq)
-            .arg("open")
-            .arg(u8::from(meta.open))
-            .ignore();
-        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .arg(u8::from(meta.open));
+        for entry in entries {
+            invocation.arg(format!("0-{}", entry.seq)).arg(&entry.frame);
+        }
+        self.run(|mut c| async move { invocation.invoke_async::<()>(&mut c).await })
             .await
     }
 
