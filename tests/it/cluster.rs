@@ -269,6 +269,63 @@ async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
     b.stop().await;
 }
 
+/// A FIFO endpoint keeps its order across a node's death: the first message, in flight on
+/// the dead node (claimed, so not due again for a while), still goes before the second.
+#[tokio::test]
+async fn a_fifo_endpoint_keeps_its_order_when_its_sender_dies() {
+    let store = TestStore::private_redis();
+    let hole = black_hole().await;
+    let env = [
+        ("CASEHUB__DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
+        ("CASEHUB__DELIVERY__POLL_INTERVAL", "20ms"),
+        ("CASEHUB__DELIVERY__TIMEOUT_MS", "1000"),
+    ];
+    let dying = ServerProcess::start_with(&store, &env).await;
+    let (id, secret) = endpoint(
+        &dying.client(),
+        hole,
+        json!(["case.created"]),
+        json!({"ordering": "fifo"}),
+    )
+    .await;
+    let first = dying.client().intake(SSL).await;
+    // The first attempt is in flight (the black hole never answers); the second waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = dying.client().intake(SSL).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    dying.kill9();
+
+    let b = spawn_on(&store, |s| {
+        deliver_locally(s);
+        s.delivery.timeout_ms = 1000;
+    })
+    .await;
+    let (base, rx) = start_receiver().await;
+    let moved = b
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"url": format!("{base}/hook")})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let got = eventually(Duration::from_secs(30), || async {
+        let got = rx.got("hook");
+        (got.len() >= 2).then_some(got)
+    })
+    .await;
+    for delivery in &got {
+        assert_signed(delivery, &secret);
+    }
+    let order: Vec<Value> = got
+        .iter()
+        .map(|g| g.json()["data"]["case_id"].clone())
+        .collect();
+    assert_eq!(order, [first["case_id"].clone(), second["case_id"].clone()]);
+    b.stop().await;
+}
+
 async fn alerts(app: &TestApp) -> Vec<Value> {
     app.events()
         .await

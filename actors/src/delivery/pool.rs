@@ -39,7 +39,7 @@ use super::retry::next_attempt;
 use super::sealing::SecretSealer;
 use super::sender::Sender;
 use crate::bus::EventBus;
-use crate::cluster::{Acquired, Cluster};
+use crate::cluster::{Acquired, Allowance, Cluster};
 use crate::domain::{Event, EventKind};
 use crate::store::SharedStore;
 use crate::telemetry::{ActorMetrics, Telemetry};
@@ -472,7 +472,9 @@ impl DispatchState {
     /// FIFO: a job goes only when it is the endpoint's head, or when there is no head and it is the
     /// endpoint's oldest due job (due jobs arrive earliest-due first, and never-tried jobs are due
     /// at their event time, so the first one seen is the oldest). The head is found in the log
-    /// once after a restart: the oldest pending job that was already tried.
+    /// after a restart or once this node takes the endpoint's lease: the oldest pending job,
+    /// whatever its due time (a first attempt another node claimed, or abandoned in flight, is
+    /// due again only once its claim runs out, and nothing may overtake it meanwhile).
     async fn fifo_allows(
         &mut self,
         endpoint: &Endpoint,
@@ -490,7 +492,7 @@ impl DispatchState {
             let head = log
                 .iter()
                 .rev()
-                .find(|j| j.state == DeliveryState::Pending && j.attempt_count() > 0)
+                .find(|j| j.state == DeliveryState::Pending)
                 .map(|j| j.msg_id.clone());
             self.fifo_head.insert(endpoint.id.clone(), head);
         }
@@ -539,11 +541,30 @@ impl DispatchState {
 
     /// Takes one delivery from the endpoint's `rate_limit`, if it has one; false when over it
     /// (the job stays due and goes on a later tick).
-    fn throttle_allows(&mut self, endpoint: &Endpoint) -> bool {
+    async fn throttle_allows(&mut self, endpoint: &Endpoint) -> bool {
         let Some(per_second) = endpoint.rate_limit.and_then(std::num::NonZeroU32::new) else {
             self.throttles.remove(&endpoint.id);
             return true;
         };
+        // Nodes sharing the store draw on one allowance per endpoint (its receiver sees the
+        // limit, not the limit times the nodes); this node's own throttle decides when Redis
+        // does not answer.
+        let per_request = Duration::from_secs(1) / per_second.get();
+        match self
+            .ctx
+            .cluster
+            .take_allowance(
+                &format!("endpoint:{}", endpoint.id),
+                per_request,
+                per_second.get(),
+            )
+            .await
+        {
+            Ok(Some(Allowance::Allowed { .. })) => return true,
+            Ok(Some(Allowance::Limited { .. })) => return false,
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "shared endpoint rate limit unavailable"),
+        }
         let throttle = self
             .throttles
             .entry(endpoint.id.clone())
@@ -733,7 +754,7 @@ impl DispatchState {
             if *busy >= self.ctx.settings.per_endpoint {
                 continue;
             }
-            if !self.throttle_allows(endpoint) {
+            if !self.throttle_allows(endpoint).await {
                 continue;
             }
             let busy = self
