@@ -154,12 +154,7 @@ impl Actor for AlertMonitor {
             match state.observe(&events).await {
                 Ok(alerts) => {
                     for alert in alerts {
-                        match state.args.store.append_events(vec![alert.clone()]).await {
-                            Ok(()) => state.args.bus.publish([alert]),
-                            Err(e) => {
-                                tracing::error!(error = %e, "recording alert.triggered failed")
-                            }
-                        }
+                        state.record(alert).await;
                     }
                 }
                 // Counting is best effort: a store away for a moment costs these cases' counts.
@@ -171,7 +166,32 @@ impl Actor for AlertMonitor {
     }
 }
 
+/// How often recording an alert is tried: its window's cool-down has started already, so an
+/// alert not recorded would be silenced for the whole cool-down.
+const RECORD_ATTEMPTS: u32 = 5;
+
 impl AlertState {
+    /// Records `alert` in the outbox and publishes it, retrying a store that is briefly away.
+    async fn record(&mut self, alert: Event) {
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1..=RECORD_ATTEMPTS {
+            match self.args.store.append_events(vec![alert.clone()]).await {
+                Ok(()) => {
+                    self.args.bus.publish([alert]);
+                    return;
+                }
+                Err(e) if attempt == RECORD_ATTEMPTS => {
+                    tracing::error!(error = %e, "recording alert.triggered failed; alert lost")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "recording alert.triggered failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+    }
+
     /// Adds created cases to their windows; returns the alerts they raise.
     async fn observe(&mut self, events: &[Arc<Event>]) -> Result<Vec<Event>, StoreError> {
         let mut seen = Vec::new();
