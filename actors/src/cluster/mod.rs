@@ -621,3 +621,74 @@ async fn renew_loop(inner: std::sync::Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::RedisServer;
+
+    fn node(server: &RedisServer, id: &str) -> Cluster {
+        let settings = ClusterSettings {
+            node_id: id.into(),
+            lease_ttl: Duration::from_millis(600),
+        };
+        Cluster::shared(&server.url(), "t:", Duration::from_millis(200), &settings).unwrap()
+    }
+
+    /// With Redis away a lease cannot be renewed; once its ttl has passed this node no longer
+    /// holds it (another node may have taken it) and says so, before Redis can tell it.
+    #[tokio::test]
+    async fn a_lease_not_renewed_within_its_ttl_is_no_longer_held() {
+        let mut server = RedisServer::start();
+        let a = node(&server, "a");
+        let mut lost = a.lost();
+        assert_eq!(a.acquire("x").await.unwrap(), Acquired::Taken);
+        assert!(a.holds("x"));
+        assert!(a.fence("x").unwrap().is_some());
+        server.stop();
+        let name = tokio::time::timeout(Duration::from_secs(5), lost.recv())
+            .await
+            .expect("the lease is announced lost")
+            .unwrap();
+        assert_eq!(name, "x");
+        assert!(!a.holds("x"));
+        assert!(matches!(a.fence("x"), Err(StoreError::Fenced(_))));
+    }
+
+    /// A node restarted under the same id takes its earlier run's leases over at once, with a
+    /// token of its own (the stale run's fence no longer passes). Within one run, a lease let
+    /// lapse is taken back at once, while one being given back waits for the give-back.
+    #[tokio::test]
+    async fn leases_of_one_node_id_across_runs_and_give_backs() {
+        let server = RedisServer::start();
+        let old = node(&server, "a");
+        assert_eq!(old.acquire("x").await.unwrap(), Acquired::Taken);
+        let stale = old.fence("x").unwrap().unwrap();
+        let new = node(&server, "a");
+        assert_eq!(new.acquire("x").await.unwrap(), Acquired::Taken);
+        let fresh = new.fence("x").unwrap().unwrap();
+        assert_ne!(stale.token, fresh.token, "a token names its run");
+        let other = node(&server, "b");
+        assert_eq!(
+            other.acquire("x").await.unwrap(),
+            Acquired::HeldBy("a".into())
+        );
+
+        // Let lapse: this run takes it straight back.
+        assert_eq!(new.acquire("y").await.unwrap(), Acquired::Taken);
+        new.let_lapse("y");
+        assert!(!new.holds("y"));
+        assert_eq!(new.acquire("y").await.unwrap(), Acquired::Taken);
+
+        // Given back: not ours any more from the moment it is released, and not taken back
+        // while the key still has the old token; once it is gone, anyone may take it.
+        let give_back = new.release_owned("y".into());
+        assert!(!new.holds("y"));
+        assert_eq!(
+            new.acquire("y").await.unwrap(),
+            Acquired::HeldBy("a".into())
+        );
+        give_back.await;
+        assert_eq!(other.acquire("y").await.unwrap(), Acquired::Taken);
+    }
+}
