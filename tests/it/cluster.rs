@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 mod rooms;
 
-use crate::delivery::{assert_signed, black_hole, deliver_locally, endpoint, start_receiver};
+use crate::delivery::{
+    Receiver, assert_signed, black_hole, deliver_locally, endpoint, start_receiver,
+};
 use crate::harness::*;
 
 const SSL: &str = "Our SSL certificate expired yesterday and browsers now show a certificate \
@@ -228,23 +230,20 @@ async fn each_delivery_is_sent_by_one_node() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
-    let store = TestStore::private_redis();
-    let hole = black_hole().await;
+/// A casehub process (to kill -9) that sends deliveries quickly and gives up on an attempt
+/// after a second.
+async fn delivering_process(store: &TestStore) -> ServerProcess {
     let env = [
         ("CASEHUB__DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
         ("CASEHUB__DELIVERY__POLL_INTERVAL", "20ms"),
         ("CASEHUB__DELIVERY__TIMEOUT_MS", "1000"),
     ];
-    let dying = ServerProcess::start_with(&store, &env).await;
-    let (id, secret) = endpoint(&dying.client(), hole, json!(["case.created"]), json!({})).await;
-    let created = dying.client().intake(SSL).await;
-    // The attempt is in flight (the black hole never answers) when the node dies.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    dying.kill9();
+    ServerProcess::start_with(store, &env).await
+}
 
-    let b = spawn_on(&store, |s| {
+/// A second node on `store`, with endpoint `id` pointed at a fresh receiver's `/hook`.
+async fn take_over_endpoint(store: &TestStore, id: &str) -> (TestApp, Receiver) {
+    let b = spawn_on(store, |s| {
         deliver_locally(s);
         s.delivery.timeout_ms = 1000;
     })
@@ -259,6 +258,21 @@ async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
         )
         .await;
     assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    (b, rx)
+}
+
+#[tokio::test]
+async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
+    let store = TestStore::private_redis();
+    let hole = black_hole().await;
+    let dying = delivering_process(&store).await;
+    let (id, secret) = endpoint(&dying.client(), hole, json!(["case.created"]), json!({})).await;
+    let created = dying.client().intake(SSL).await;
+    // The attempt is in flight (the black hole never answers) when the node dies.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dying.kill9();
+
+    let (b, rx) = take_over_endpoint(&store, &id).await;
     // Claimed by the dead node for twice its timeout plus 5 s, then anyone's.
     let got = eventually(Duration::from_secs(20), || async {
         rx.got("hook").first().cloned()
@@ -275,12 +289,7 @@ async fn a_dead_nodes_claimed_delivery_is_sent_by_another() {
 async fn a_fifo_endpoint_keeps_its_order_when_its_sender_dies() {
     let store = TestStore::private_redis();
     let hole = black_hole().await;
-    let env = [
-        ("CASEHUB__DELIVERY__ALLOW_PRIVATE_TARGETS", "true"),
-        ("CASEHUB__DELIVERY__POLL_INTERVAL", "20ms"),
-        ("CASEHUB__DELIVERY__TIMEOUT_MS", "1000"),
-    ];
-    let dying = ServerProcess::start_with(&store, &env).await;
+    let dying = delivering_process(&store).await;
     let (id, secret) = endpoint(
         &dying.client(),
         hole,
@@ -295,21 +304,7 @@ async fn a_fifo_endpoint_keeps_its_order_when_its_sender_dies() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     dying.kill9();
 
-    let b = spawn_on(&store, |s| {
-        deliver_locally(s);
-        s.delivery.timeout_ms = 1000;
-    })
-    .await;
-    let (base, rx) = start_receiver().await;
-    let moved = b
-        .send(
-            reqwest::Method::PATCH,
-            &format!("/v1/webhooks/endpoints/{id}"),
-            Some(ADMIN_KEY),
-            Some(json!({"url": format!("{base}/hook")})),
-        )
-        .await;
-    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let (b, rx) = take_over_endpoint(&store, &id).await;
     let got = eventually(Duration::from_secs(30), || async {
         let got = rx.got("hook");
         (got.len() >= 2).then_some(got)

@@ -154,7 +154,12 @@ impl Actor for AlertMonitor {
             match state.observe(&events).await {
                 Ok(alerts) => {
                     for alert in alerts {
-                        state.record(alert).await;
+                        // Off the monitor: the next batches are not held up by the retries.
+                        tokio::spawn(record(
+                            state.args.store.clone(),
+                            state.args.bus.clone(),
+                            alert,
+                        ));
                     }
                 }
                 // Counting is best effort: a store away for a moment costs these cases' counts.
@@ -170,28 +175,28 @@ impl Actor for AlertMonitor {
 /// alert not recorded would be silenced for the whole cool-down.
 const RECORD_ATTEMPTS: u32 = 5;
 
-impl AlertState {
-    /// Records `alert` in the outbox and publishes it, retrying a store that is briefly away.
-    async fn record(&mut self, alert: Event) {
-        let mut wait = Duration::from_millis(50);
-        for attempt in 1..=RECORD_ATTEMPTS {
-            match self.args.store.append_events(vec![alert.clone()]).await {
-                Ok(()) => {
-                    self.args.bus.publish([alert]);
-                    return;
-                }
-                Err(e) if attempt == RECORD_ATTEMPTS => {
-                    tracing::error!(error = %e, "recording alert.triggered failed; alert lost")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "recording alert.triggered failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
+/// Records `alert` in the outbox and publishes it, retrying a store that is briefly away.
+async fn record(store: SharedStore, bus: EventBus, alert: Event) {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match store.append_events(vec![alert.clone()]).await {
+            Ok(()) => {
+                bus.publish([alert]);
+                return;
+            }
+            Err(e) if attempt == RECORD_ATTEMPTS => {
+                tracing::error!(error = %e, "recording alert.triggered failed; alert lost")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "recording alert.triggered failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
             }
         }
     }
+}
 
+impl AlertState {
     /// Adds created cases to their windows; returns the alerts they raise.
     async fn observe(&mut self, events: &[Arc<Event>]) -> Result<Vec<Event>, StoreError> {
         let mut seen = Vec::new();

@@ -129,9 +129,10 @@ struct Shared {
     /// Leases this node let lapse (no longer renewed, not given back), with their token and
     /// since when: given back only if another node asks.
     dormant: parking_lot::Mutex<HashMap<String, (String, std::time::Instant)>>,
-    /// Names this run in its tokens: a node restarted under the same id never reuses a token
-    /// an older process of it may still hold (and fence with).
-    run: String,
+    /// `{node}:{run}:`, the start of every token of this run (a ULID per start names the run):
+    /// a node restarted under the same id never reuses a token an older process of it may
+    /// still hold (and fence with).
+    token_prefix: String,
     tokens: AtomicU64,
     lost: broadcast::Sender<String>,
 }
@@ -194,6 +195,7 @@ impl Cluster {
         } else {
             settings.node_id.clone()
         };
+        let token_prefix = format!("{node}:{}:", crate::domain::new_ulid(chrono::Utc::now()));
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 node,
@@ -205,7 +207,7 @@ impl Cluster {
                     link: Link::start(client, timeout),
                     held: Default::default(),
                     dormant: Default::default(),
-                    run: crate::domain::new_ulid(chrono::Utc::now()).to_string(),
+                    token_prefix,
                     tokens: AtomicU64::new(1),
                     lost: broadcast::channel(1024).0,
                 }),
@@ -232,7 +234,7 @@ impl Cluster {
 
     fn new_token(&self, shared: &Shared) -> String {
         let n = shared.tokens.fetch_add(1, Ordering::Relaxed);
-        format!("{}:{}:{n}", self.inner.node, shared.run)
+        format!("{}{n}", shared.token_prefix)
     }
 
     /// Takes the lease `name` unless another node holds it (always taken when single).
@@ -252,7 +254,7 @@ impl Cluster {
             .arg(&token)
             .arg(shared.ttl.as_millis() as u64)
             .arg(&self.inner.node)
-            .arg(format!("{}:{}:", self.inner.node, shared.run))
+            .arg(&shared.token_prefix)
             .arg(if dormant { "1" } else { "0" });
         let mut conn = shared.conn.clone();
         let holder: String = tokio::time::timeout(shared.timeout, script.invoke_async(&mut conn))

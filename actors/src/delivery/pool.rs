@@ -152,6 +152,19 @@ struct Circuit {
 struct Throttle {
     per_second: u32,
     limiter: governor::DefaultDirectRateLimiter,
+    /// When nodes share the endpoint's allowance: none left for this node before then (so a
+    /// scan does not ask Redis again for every due job of a limited endpoint).
+    shared_wait: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(per_second: std::num::NonZeroU32) -> Throttle {
+        Throttle {
+            per_second: per_second.get(),
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            shared_wait: None,
+        }
+    }
 }
 
 /// Jobs in flight by endpoint, so a (endpoint id, msg id) pair of borrowed strings can be looked
@@ -546,9 +559,22 @@ impl DispatchState {
             self.throttles.remove(&endpoint.id);
             return true;
         };
+        let throttle = self
+            .throttles
+            .entry(endpoint.id.clone())
+            .or_insert_with(|| Throttle::new(per_second));
+        if throttle.per_second != per_second.get() {
+            *throttle = Throttle::new(per_second);
+        }
         // Nodes sharing the store draw on one allowance per endpoint (its receiver sees the
         // limit, not the limit times the nodes); this node's own throttle decides when Redis
         // does not answer.
+        if throttle
+            .shared_wait
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return false;
+        }
         let per_request = Duration::from_secs(1) / per_second.get();
         match self
             .ctx
@@ -561,22 +587,12 @@ impl DispatchState {
             .await
         {
             Ok(Some(Allowance::Allowed { .. })) => return true,
-            Ok(Some(Allowance::Limited { .. })) => return false,
+            Ok(Some(Allowance::Limited { wait })) => {
+                throttle.shared_wait = Some(Instant::now() + wait);
+                return false;
+            }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "shared endpoint rate limit unavailable"),
-        }
-        let throttle = self
-            .throttles
-            .entry(endpoint.id.clone())
-            .or_insert_with(|| Throttle {
-                per_second: per_second.get(),
-                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
-            });
-        if throttle.per_second != per_second.get() {
-            *throttle = Throttle {
-                per_second: per_second.get(),
-                limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
-            };
         }
         throttle.limiter.check().is_ok()
     }

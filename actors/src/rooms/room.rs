@@ -253,10 +253,7 @@ impl Actor for ReviewRoom {
             open: true,
         };
         // The hub took the room's lease before starting it; every history write carries it.
-        let fence = args.cluster.fence(&cluster::lease_name(&args.name))?;
-        store
-            .room_append(&args.name, &meta, &[], keep, fence.as_ref())
-            .await?;
+        append_fenced(store, &args.cluster, &args.name, &meta, &[], keep).await?;
         let writer = HistoryWriter::start(&args, epoch.clone());
         // Listening before reading the pending reviews: a review another node commits
         // meanwhile is either read or heard (or both; it is not repeated).
@@ -333,21 +330,10 @@ impl Actor for ReviewRoom {
                     open: false,
                 };
                 let keep = state.args.settings.history;
-                let closed = match state
-                    .args
-                    .cluster
-                    .fence(&cluster::lease_name(&state.args.name))
+                let args = &state.args;
+                if let Err(e) =
+                    append_fenced(&args.store, &args.cluster, &args.name, &meta, &[], keep).await
                 {
-                    Ok(fence) => {
-                        state
-                            .args
-                            .store
-                            .room_append(&state.args.name, &meta, &[], keep, fence.as_ref())
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = closed {
                     tracing::warn!(room = %state.args.name, error = %e, "closing the room history failed");
                 }
             } else {
@@ -1035,6 +1021,22 @@ fn count_stopped(state: &RoomState) {
         .stopped(&format_args!("room:{}", state.args.name));
 }
 
+/// Appends to the room's stored history under its lease (refused once the lease is lost: the
+/// history is the next owner's then).
+async fn append_fenced(
+    store: &SharedStore,
+    node: &Cluster,
+    room: &str,
+    meta: &RoomMeta,
+    entries: &[RoomEntry],
+    keep: usize,
+) -> Result<(), StoreError> {
+    let fence = node.fence(&cluster::lease_name(room))?;
+    store
+        .room_append(room, meta, entries, keep, fence.as_ref())
+        .await
+}
+
 /// Writes a room's events to the store in order, batching whatever queued up during the
 /// previous write, so a slow disk delays the stored copy, never the live fan-out.
 struct HistoryWriter {
@@ -1058,7 +1060,6 @@ impl HistoryWriter {
         let store = args.store.clone();
         let room = args.name.clone();
         let node = args.cluster.clone();
-        let lease = cluster::lease_name(&room);
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             let mut all_written = true;
@@ -1068,15 +1069,7 @@ impl HistoryWriter {
                     seq: batch.last().map_or(0, |e| e.seq),
                     open: true,
                 };
-                let written = match node.fence(&lease) {
-                    Ok(fence) => {
-                        store
-                            .room_append(&room, &meta, &batch, keep, fence.as_ref())
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = written {
+                if let Err(e) = append_fenced(&store, &node, &room, &meta, &batch, keep).await {
                     tracing::warn!(%room, events = batch.len(), error = %e, "room history write failed");
                     all_written = false;
                 }

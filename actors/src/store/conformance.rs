@@ -462,16 +462,30 @@ mod tests {
         assert_eq!(positions, [1, 2, 3, 4]);
     }
 
+    /// A private redis-server, a store on it under `prefix`, and a plain connection to look
+    /// at (or arrange) its keys.
+    async fn redis_store_and_connection(
+        prefix: &str,
+    ) -> (
+        crate::testing::RedisServer,
+        crate::store::RedisStore,
+        redis::aio::MultiplexedConnection,
+    ) {
+        let server = crate::testing::RedisServer::start();
+        let store =
+            crate::store::RedisStore::connect(&server.url(), prefix, Duration::from_secs(2))
+                .unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        (server, store, conn)
+    }
+
     /// A fenced commit lands only while its lease holds, and a refused one writes nothing.
     #[tokio::test]
     async fn redis_commits_respect_their_fence() {
         use crate::store::{Fence, StoreError};
         use redis::AsyncCommands;
-        let server = crate::testing::RedisServer::start();
-        let store =
-            crate::store::RedisStore::connect(&server.url(), "f:", Duration::from_secs(2)).unwrap();
-        let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (_server, store, mut conn) = redis_store_and_connection("f:").await;
         let commit = |fence: Fence| {
             let (case, events) = new_case(Utc::now());
             Commit {
@@ -527,11 +541,7 @@ mod tests {
     async fn redis_room_history_refuses_writes_without_the_lease() {
         use crate::store::{Fence, RoomEntry, RoomMeta, StoreError};
         use redis::AsyncCommands;
-        let server = crate::testing::RedisServer::start();
-        let store =
-            crate::store::RedisStore::connect(&server.url(), "r:", Duration::from_secs(2)).unwrap();
-        let client = redis::Client::open(server.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (_server, store, mut conn) = redis_store_and_connection("r:").await;
         let fence = |token: &str| Fence {
             key: "r:lease:room:alpha".into(),
             token: token.into(),
