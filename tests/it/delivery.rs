@@ -778,3 +778,59 @@ async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
     );
     app.stop().await;
 }
+
+/// How many times the dispatcher has asked the store where the outbox ends.
+async fn outbox_end_calls(app: &TestApp) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .header("X-API-Key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| {
+            l.starts_with("casehub_store_op_seconds_count{") && l.contains("op=\"outbox_end\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn events_from_before_any_endpoint_existed_are_passed_over_not_sent_later() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(deliver_locally).await;
+    let early = app
+        .intake("Our SSL certificate expired and browsers show a certificate warning.")
+        .await;
+    // Every dispatch cycle without endpoints asks where the outbox ends, then moves the cursor
+    // there. The second call to finish after the intake answered started after its commit, so
+    // once a third has finished, the cursor is past the early case's events.
+    let answered = outbox_end_calls(&app).await;
+    eventually(Duration::from_secs(10), || async {
+        (outbox_end_calls(&app).await >= answered + 3.0).then_some(())
+    })
+    .await;
+
+    endpoint(&app, format!("{base}/late"), json!(["*"]), json!({})).await;
+    let late = app
+        .intake("The password reset email never arrives in my inbox.")
+        .await;
+    settle("the late case's events arrive", || {
+        !rx.got("late").is_empty()
+    })
+    .await;
+    // Anything still on its way from the early case would arrive with the late one's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cases: Vec<Value> = rx
+        .got("late")
+        .iter()
+        .map(|g| g.json()["data"]["case_id"].clone())
+        .collect();
+    assert!(cases.iter().all(|c| *c == late["case_id"]), "{cases:?}");
+    assert_ne!(early["case_id"], late["case_id"]);
+    app.stop().await;
+}

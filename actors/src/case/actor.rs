@@ -16,7 +16,7 @@ use super::supervisor::SupervisorMsg;
 use crate::delivery::fix::{FIX_ENDPOINT_ID, FixResult};
 use crate::domain::{Case, CaseId, CaseStatus};
 use crate::store::{Commit, IdempotencyRecord, StoreError};
-use crate::triage::TriageInput;
+use crate::triage::{Terms, TriageInput};
 
 /// How many similar cases triage attaches.
 const SIMILAR_CASES: usize = 5;
@@ -61,7 +61,11 @@ impl Actor for CaseActor {
     ) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         let ctx = state.args.ctx.clone();
-        if state.case.is_none() {
+        if state.case.is_none() && matches!(msg, CaseMsg::Create { .. }) {
+            // A create carries an id minted for it (`CaseDirectory::create`, v4 random): no
+            // stored case has it, so there is nothing to load.
+            state.case = Some(None);
+        } else if state.case.is_none() {
             match ctx.store.load_case(state.args.case_id).await {
                 Ok(loaded) => {
                     // A crash between two steps of a transition is finished on rehydration.
@@ -141,11 +145,10 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             product: intake.product.as_deref(),
             environment: intake.environment,
         });
-        classification.similar_cases = ctx.similar.similar(
-            &intake.description,
-            SIMILAR_CASES,
-            Some(state.args.case_id.0),
-        );
+        let terms = Terms::of(&intake.description);
+        classification.similar_cases =
+            ctx.similar
+                .similar_to(&terms, SIMILAR_CASES, Some(state.args.case_id.0));
         let (case, events) = lifecycle::create(
             state.args.case_id,
             *intake,
@@ -158,10 +161,9 @@ async fn handle_loaded(myself: &ActorRef<CaseMsg>, msg: CaseMsg, state: &mut Cas
             case_id: case.case_id,
             created_at: now,
         });
-        let description = case.description.clone();
         match persist(&state.args, case, events, idempotency, 0).await {
             Ok(case) => {
-                ctx.similar.record(case.case_id.0, &description);
+                ctx.similar.record_terms(case.case_id.0, &terms);
                 *slot = Some(case.clone());
                 let _ = reply.send(Ok(case));
             }

@@ -447,11 +447,22 @@ impl DispatchState {
             // starts over, which re-enqueues nothing that exists.
             let cursor = self.ctx.store.dispatch_cursor().await?;
             let after = cursor.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            let fix_configured = self.ctx.fix.is_some();
+            if endpoints.is_empty() && !fix_configured {
+                // Nothing could subscribe: step past the new events without reading them.
+                let end = self.ctx.store.outbox_end().await?;
+                if end > after {
+                    self.ctx
+                        .store
+                        .enqueue_deliveries(Vec::new(), &end.to_string())
+                        .await?;
+                }
+                return Ok(());
+            }
             let entries = self.ctx.store.outbox(after, 256).await?;
             let Some(last) = entries.last().map(|e| e.position.to_string()) else {
                 return Ok(());
             };
-            let fix_configured = self.ctx.fix.is_some();
             let jobs: Vec<DeliveryJob> = entries
                 .iter()
                 .map(|entry| &entry.event)

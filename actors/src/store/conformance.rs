@@ -61,6 +61,11 @@ fn events_of(entries: &[OutboxEntry]) -> Vec<Event> {
 /// committed second comes after the other, so a reader resuming after the first commit's
 /// position still finds it (two cases commit in whichever order they reach the store).
 pub async fn outbox_positions_follow_commit_order(store: SharedStore) {
+    assert_eq!(
+        store.outbox_end().await.unwrap(),
+        0,
+        "an empty outbox ends at 0"
+    );
     let now = Utc::now();
     let (mut early, mut early_events) = new_case(now);
     let (mut late, mut late_events) = new_case(now);
@@ -86,6 +91,11 @@ pub async fn outbox_positions_follow_commit_order(store: SharedStore) {
     assert_eq!(events_of(&all), [late_events, early_events].concat());
     let resumed = store.outbox(all[0].position, 10).await.unwrap();
     assert_eq!(resumed, all[1..]);
+    assert_eq!(
+        store.outbox_end().await.unwrap(),
+        all[1].position,
+        "the end is the newest event's position"
+    );
 }
 
 /// Snapshots, reviews and events written by one commit are all readable afterwards.

@@ -334,6 +334,14 @@ impl SnapshotStore for EmbeddedStore {
         })
     }
 
+    async fn outbox_end(&self) -> Result<u64, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(OUTBOX).map_err(backend)?;
+            let last = table.last().map_err(backend)?;
+            Ok(last.map_or(0, |(position, _)| position.value()))
+        })
+    }
+
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         self.write(Write::PutEndpoint(Box::new(endpoint.clone())))
             .await

@@ -85,6 +85,10 @@ impl SnapshotStore for MeteredStore {
         self.timed("outbox", self.inner.outbox(after, limit)).await
     }
 
+    async fn outbox_end(&self) -> Result<u64, StoreError> {
+        self.timed("outbox_end", self.inner.outbox_end()).await
+    }
+
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         self.timed("put_endpoint", self.inner.put_endpoint(endpoint))
             .await

@@ -146,6 +146,10 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// `limit`.
     async fn outbox(&self, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 
+    /// The position of the newest outbox event (0: none yet), without reading any event: the
+    /// dispatcher moves its cursor past events no endpoint could want without decoding them.
+    async fn outbox_end(&self) -> Result<u64, StoreError>;
+
     /// Creates or replaces a webhook endpoint, durably.
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
 

@@ -302,6 +302,22 @@ impl SnapshotStore for RedisStore {
             .collect()
     }
 
+    async fn outbox_end(&self) -> Result<u64, StoreError> {
+        let index = self.key("outbox_log");
+        let newest: Vec<(String, f64)> = self
+            .run(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(index)
+                    .arg(-1)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(newest.first().map_or(0, |(_, position)| *position as u64))
+    }
+
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         let key = self.key("endpoints");
         let bytes = encode(endpoint)?;

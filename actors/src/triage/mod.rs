@@ -31,7 +31,7 @@ mod text;
 #[cfg(test)]
 mod tests;
 
-pub use similar::SimilarCases;
+pub use similar::{SimilarCases, Terms};
 
 use crate::domain::{Classification, Environment, Severity, Solution};
 use knowledge::KnowledgeBase;

@@ -9,7 +9,6 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
-use foldhash::HashMapExt;
 
 use parking_lot::RwLock;
 use uuid::Uuid;
@@ -21,7 +20,7 @@ const B: f64 = 0.75;
 /// A query scores at most this many of the newest postings of each term. A term present in more
 /// cases than this is common (low idf) and the newest cases are the most relevant ones, so this
 /// bounds the cost of a query during an incident, when many descriptions share every term.
-const MAX_POSTINGS_PER_TERM: usize = 256;
+const MAX_POSTINGS_PER_TERM: usize = 128;
 
 /// Words too common in support requests to say anything about similarity.
 const STOP_WORDS: &[&str] = &[
@@ -64,6 +63,35 @@ pub(crate) fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A description as the index sees it, tokenised once for both the query that triages a case
+/// and the record that indexes it afterwards.
+#[derive(Debug, Clone)]
+pub struct Terms {
+    /// Every term, in text order (repeats kept: they are the term frequencies).
+    words: Vec<String>,
+}
+
+impl Terms {
+    /// The terms of `text` (see [`terms`]).
+    pub fn of(text: &str) -> Self {
+        Terms { words: terms(text) }
+    }
+
+    /// Distinct terms in sorted order with how often each occurs.
+    fn counted(&self) -> Vec<(&str, u32)> {
+        let mut sorted: Vec<&str> = self.words.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let mut counted: Vec<(&str, u32)> = Vec::with_capacity(sorted.len());
+        for term in sorted {
+            match counted.last_mut() {
+                Some((last, n)) if *last == term => *n += 1,
+                _ => counted.push((term, 1)),
+            }
+        }
+        counted
+    }
+}
+
 /// One indexed case.
 struct Doc {
     seq: u64,
@@ -98,6 +126,12 @@ struct Index {
 
 impl Index {
     fn position(&self, seq: u64) -> Option<usize> {
+        // Sequence numbers are dense unless a case was recorded again (which leaves a gap), so
+        // the offset from the front is almost always the position itself.
+        let guess = usize::try_from(seq.checked_sub(self.docs.front()?.seq)?).ok()?;
+        if self.docs.get(guess).is_some_and(|d| d.seq == seq) {
+            return Some(guess);
+        }
         self.docs.binary_search_by_key(&seq, |d| d.seq).ok()
     }
 
@@ -154,14 +188,16 @@ impl SimilarCases {
     /// Adds a case (replacing an earlier text recorded under the same id), evicting the oldest
     /// cases beyond capacity.
     pub fn record(&self, case_id: Uuid, text: &str) {
+        self.record_terms(case_id, &Terms::of(text));
+    }
+
+    /// [`SimilarCases::record`] for a text already tokenised.
+    pub fn record_terms(&self, case_id: Uuid, terms: &Terms) {
         if self.capacity == 0 {
             return;
         }
-        let words = terms(text);
-        let mut tf: HashMap<String, u32> = HashMap::with_capacity(words.len());
-        for term in &words {
-            *tf.entry(term.clone()).or_default() += 1;
-        }
+        let len = terms.words.len();
+        let counted = terms.counted();
         let mut index = self.index.write();
         if let Some(position) = index
             .by_id
@@ -176,38 +212,45 @@ impl SimilarCases {
         }
         let seq = index.next_seq;
         index.next_seq += 1;
-        let mut distinct = Vec::with_capacity(tf.len());
-        for (term, n) in tf {
-            index
-                .postings
-                .entry(term.clone())
-                .or_default()
-                .push_back(Posting {
-                    seq,
-                    tf: n,
-                    len: words.len() as u32,
-                });
-            distinct.push(term);
+        let mut distinct = Vec::with_capacity(counted.len());
+        for (term, n) in counted {
+            let posting = Posting {
+                seq,
+                tf: n,
+                len: len as u32,
+            };
+            match index.postings.get_mut(term) {
+                Some(list) => list.push_back(posting),
+                None => {
+                    index
+                        .postings
+                        .insert(term.to_string(), VecDeque::from([posting]));
+                }
+            }
+            distinct.push(term.to_string());
         }
-        index.total_len += words.len();
+        index.total_len += len;
         index.by_id.insert(case_id, seq);
         index.docs.push_back(Doc {
             seq,
             id: case_id,
             terms: distinct,
-            len: words.len(),
+            len,
         });
     }
 
     /// Up to `limit` ids, best first, excluding `exclude`; only cases with a positive score.
     /// Equal scores are ordered by id, so the answer is deterministic.
     pub fn similar(&self, text: &str, limit: usize, exclude: Option<Uuid>) -> Vec<Uuid> {
+        self.similar_to(&Terms::of(text), limit, exclude)
+    }
+
+    /// [`SimilarCases::similar`] for a text already tokenised.
+    pub fn similar_to(&self, terms: &Terms, limit: usize, exclude: Option<Uuid>) -> Vec<Uuid> {
         if limit == 0 {
             return Vec::new();
         }
-        let mut query = terms(text);
-        query.sort();
-        query.dedup();
+        let query = terms.counted();
 
         let index = self.index.read();
         if index.docs.is_empty() {
@@ -226,22 +269,26 @@ impl SimilarCases {
             if scores.len() < window {
                 scores.resize(window, 0.0);
             }
-            for term in &query {
-                let Some(list) = index.postings.get(term) else {
+            // norm(len) = K1 * (1 - B + B * len / avgdl) = fixed + per_len * len.
+            let fixed = K1 * (1.0 - B);
+            let per_len = K1 * B / avgdl;
+            for (term, _) in &query {
+                let Some(list) = index.postings.get(*term) else {
                     continue;
                 };
                 let df = list.len() as f64;
                 let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+                let weight = idf * (K1 + 1.0);
                 for p in list.iter().rev().take(MAX_POSTINGS_PER_TERM) {
-                    let norm = K1 * (1.0 - B + B * f64::from(p.len) / avgdl);
                     let tf = f64::from(p.tf);
                     let offset = (p.seq - first) as usize;
                     if scores[offset] == 0.0 {
                         touched.push(offset);
                     }
-                    scores[offset] += idf * tf * (K1 + 1.0) / (tf + norm);
+                    scores[offset] += weight * tf / (tf + fixed + per_len * f64::from(p.len));
                 }
             }
+            scored.reserve(touched.len());
             for offset in touched.drain(..) {
                 let score = std::mem::take(&mut scores[offset]);
                 let Some(position) = index.position(first + offset as u64) else {
