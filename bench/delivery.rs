@@ -1,8 +1,9 @@
 //! The delivery benchmark's helpers (`bench/delivery.sh` drives them).
 //!
 //! `delivery-bench receiver ADDR HOLE_ADDR` runs a webhook receiver that answers `200` at once
-//! and, per path, counts deliveries and measures event-to-delivery latency (arrival time minus
-//! the envelope's `timestamp`), plus a black hole on `HOLE_ADDR` that accepts connections and
+//! and, per path, counts deliveries and measures event-to-delivery latency (arrival time, to the
+//! microsecond, minus the envelope's `timestamp`, which has millisecond resolution: every sample
+//! carries the same up-to-1 ms truncation, so two runs compare fairly), plus a black hole on `HOLE_ADDR` that accepts connections and
 //! never answers. `GET /stats/{path}` answers `{count, first_ms, last_ms, per_second, p50_ms,
 //! p99_ms, max_ms}`, `POST /reset` forgets everything, `GET /last/{path}` answers the last
 //! request's headers and body (so wrk can replay the same signed payload).
@@ -28,14 +29,15 @@ use serde_json::{Value, json};
 struct PathStats {
     first_ms: i64,
     last_ms: i64,
-    latencies_ms: Vec<i64>,
+    /// Microseconds.
+    latencies: Vec<i64>,
     last: Option<(HeaderMap, Bytes)>,
 }
 
 type Shared = Arc<std::sync::Mutex<HashMap<String, PathStats>>>;
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 async fn receive(
@@ -44,30 +46,36 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let arrived = now_ms();
+    let arrived = now_us();
     let sent = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
         let ts = v["timestamp"].as_str()?.to_string();
         chrono::DateTime::parse_from_rfc3339(&ts)
             .ok()
-            .map(|t| t.timestamp_millis())
+            .map(|t| t.timestamp_micros())
     });
     let mut all = stats.lock().unwrap_or_else(|e| e.into_inner());
     let s = all.entry(path).or_default();
-    if s.latencies_ms.is_empty() {
-        s.first_ms = arrived;
+    if s.latencies.is_empty() {
+        s.first_ms = arrived / 1000;
     }
-    s.last_ms = arrived;
-    s.latencies_ms.push(sent.map_or(-1, |t| arrived - t));
+    s.last_ms = arrived / 1000;
+    s.latencies.push(sent.map_or(-1000, |t| arrived - t));
     s.last = Some((headers, body));
     StatusCode::OK
 }
 
-fn percentile(sorted: &[i64], p: f64) -> i64 {
+/// The `p`th percentile of `sorted` microseconds, in milliseconds.
+fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
-        return 0;
+        return 0.0;
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    ms(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Microseconds as milliseconds, to the hundredth.
+fn ms(us: i64) -> f64 {
+    (us as f64 / 10.0).round() / 100.0
 }
 
 async fn stats(State(stats): State<Shared>, Path(path): Path<String>) -> axum::Json<Value> {
@@ -75,7 +83,7 @@ async fn stats(State(stats): State<Shared>, Path(path): Path<String>) -> axum::J
     let Some(s) = all.get(&path) else {
         return axum::Json(json!({"count": 0}));
     };
-    let mut sorted = s.latencies_ms.clone();
+    let mut sorted = s.latencies.clone();
     sorted.sort_unstable();
     let count = sorted.len();
     let span_ms = (s.last_ms - s.first_ms).max(1);
@@ -87,7 +95,7 @@ async fn stats(State(stats): State<Shared>, Path(path): Path<String>) -> axum::J
         "p50_ms": percentile(&sorted, 50.0),
         "p90_ms": percentile(&sorted, 90.0),
         "p99_ms": percentile(&sorted, 99.0),
-        "max_ms": sorted.last().copied().unwrap_or(0),
+        "max_ms": ms(sorted.last().copied().unwrap_or(0)),
     }))
 }
 
