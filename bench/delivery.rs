@@ -3,14 +3,20 @@
 //! `delivery-bench receiver ADDR HOLE_ADDR` runs a webhook receiver that answers `200` at once
 //! and, per path, counts deliveries and measures event-to-delivery latency (arrival time, to the
 //! microsecond, minus the envelope's `timestamp`, which has millisecond resolution: every sample
-//! carries the same up-to-1 ms truncation, so two runs compare fairly), plus a black hole on `HOLE_ADDR` that accepts connections and
-//! never answers. `GET /stats/{path}` answers `{count, first_ms, last_ms, per_second, p50_ms,
+//! carries the same up-to-1 ms truncation, so two runs compare fairly), plus a black hole on
+//! `HOLE_ADDR` that accepts connections and never answers. `GET /stats/{path}` answers `{count, first_ms, last_ms, per_second, p50_ms,
 //! p99_ms, max_ms}`, `POST /reset` forgets everything, `GET /last/{path}` answers the last
 //! request's headers and body (so wrk can replay the same signed payload).
 //!
 //! `delivery-bench drive HUB_URL RATE SECONDS` posts intakes at `RATE` per second for `SECONDS`,
 //! each followed by the self-service offer for the new case, so every case records two events
 //! (`case.created`, then `case.updated`). It prints how many cases were made.
+//!
+//! `delivery-bench replay LAST_URL TARGET_URL CONNS SECONDS` fetches a request the receiver kept
+//! (`/last/{path}`) and POSTs it, headers and body as they are, to `TARGET_URL` from `CONNS`
+//! concurrent loops on one reqwest client configured as casehub's sender (no redirects, a
+//! timeout, a pool per host): what the HTTP client casehub sends with can do with no queue,
+//! store or signing behind it. It prints `per_second=N`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -148,6 +154,74 @@ async fn receiver(addr: &str, hole: &str) {
 const DESCRIPTION: &str = "Our SSL certificate expired yesterday and browsers now show a \
                            certificate error on our custom domain.";
 
+async fn replay(last_url: &str, target: &str, conns: usize, seconds: u64) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(conns.max(16))
+        .build()
+        .expect("reqwest client");
+    let last: Value = client
+        .get(last_url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET the kept request")
+        .json()
+        .await
+        .expect("the kept request as JSON");
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in last["headers"].as_object().expect("kept headers") {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        let value = value
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .expect("header value");
+        headers.insert(name, value);
+    }
+    let body = Bytes::from(last["body"].as_str().unwrap_or_default().to_string());
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let loops: Vec<_> = (0..conns)
+        .map(|_| {
+            let (client, headers, body) = (client.clone(), headers.clone(), body.clone());
+            let (sent, failed, target) = (sent.clone(), failed.clone(), target.to_string());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let answered = client
+                        .post(&target)
+                        .headers(headers.clone())
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match answered {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in loops {
+        let _ = task.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "per_second={:.0} sent={} failed={}",
+        sent.load(Ordering::Relaxed) as f64 / secs,
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+}
+
 async fn drive(hub: &str, rate: u64, seconds: u64) {
     let client = reqwest::Client::new();
     let made = Arc::new(AtomicU64::new(0));
@@ -220,8 +294,16 @@ async fn main() {
             let seconds = arg(4).parse().expect("SECONDS");
             drive(&arg(2), rate, seconds).await
         }
+        "replay" => {
+            let conns = arg(4).parse().expect("CONNS");
+            let seconds = arg(5).parse().expect("SECONDS");
+            replay(&arg(2), &arg(3), conns, seconds).await
+        }
         _ => {
-            eprintln!("usage: delivery-bench receiver ADDR HOLE_ADDR | drive HUB_URL RATE SECONDS");
+            eprintln!(
+                "usage: delivery-bench receiver ADDR HOLE_ADDR | drive HUB_URL RATE SECONDS \
+                 | replay LAST_URL TARGET_URL CONNS SECONDS"
+            );
             std::process::exit(2);
         }
     }

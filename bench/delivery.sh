@@ -7,7 +7,9 @@
 #               In the same run wrk POSTs the last delivery's exact signed payload (same body,
 #               same headers) to the same receiver with as many connections as casehub may use
 #               per endpoint (delivery.per_endpoint_concurrency = CONNS, workers = 2 × CONNS):
-#               the load generator's rate.
+#               the load generator's rate. And `delivery-bench replay` POSTs the same request
+#               from a reqwest client set up as casehub's sender, same connections: what the
+#               HTTP client casehub sends with can do alone (no queue, store or signing).
 #   latency:    an endpoint subscribed to "*" while `delivery-bench drive` makes RATE cases per
 #               second for DURATION seconds, each case.created + case.updated (intake, then the
 #               self-service offer); the receiver measures arrival minus the envelope's timestamp.
@@ -91,6 +93,9 @@ curl -s "http://$RX/last/bulk" | jq -r '
 WRK_OUT=$(wrk -t2 -c"$CONNS" -d10s -s "$LUA" "http://$RX/replay")
 WRK_RATE=$(awk '/Requests\/sec/ {print $2}' <<<"$WRK_OUT")
 echo "wrk alone, same signed payload, $CONNS connections: per_second=$WRK_RATE"
+REQWEST_OUT=$("$TARGET/release/delivery-bench" replay "http://$RX/last/bulk" "http://$RX/replay-reqwest" "$CONNS" 10)
+REQWEST_RATE=$(sed -E 's/per_second=([0-9]+).*/\1/' <<<"$REQWEST_OUT")
+echo "reqwest alone, same signed payload, $CONNS connections: $REQWEST_OUT"
 
 # Latency, without and with a black hole.
 LIVE=$(endpoint "http://$RX/live" '["*"]')
@@ -108,7 +113,9 @@ endpoint "http://$HOLE/hook" '["case.created"]' >/dev/null
 latency "healthy endpoint next to a black hole"
 WITH=$P99
 
-awk -v h="$HUB_RATE" -v w="$WRK_RATE" -v a="$ALONE" -v b="$WITH" 'BEGIN {
+awk -v h="$HUB_RATE" -v w="$WRK_RATE" -v q="$REQWEST_RATE" -v a="$ALONE" -v b="$WITH" 'BEGIN {
   printf "ratio deliveries/wrk = %.3f (target >= 0.5)\n", h / w
+  printf "ratio reqwest alone/wrk = %.3f (the most a reqwest sender could reach)\n", q / w
+  printf "ratio deliveries/reqwest alone = %.3f\n", h / q
   printf "ratio p99 with black hole / alone = %.2f (target <= 1.5)\n", b / (a > 0 ? a : 1)
 }'
