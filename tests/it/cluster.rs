@@ -11,7 +11,9 @@ mod rooms;
 use crate::delivery::{
     Receiver, assert_signed, black_hole, deliver_locally, endpoint, start_receiver,
 };
+use crate::fix::{approved_case, with_executor};
 use crate::harness::*;
+use crate::supervision::case_actors;
 
 const SSL: &str = "Our SSL certificate expired yesterday and browsers now show a certificate \
                    error on our custom domain. How do we renew it?";
@@ -172,6 +174,40 @@ async fn a_dead_nodes_cases_are_taken_over_after_the_lease_ttl() {
         .ok();
     assert_eq!(offered["status"], json!("in_progress"));
     assert_eq!(b.case_events(&id).await, ["case.created", "case.updated"]);
+    b.stop().await;
+}
+
+/// A node that starts while another node hosts an unfinished case (`executing`, its fix
+/// still being retried) leaves the case where it is: waking it at start would pull it over
+/// from a healthy host.
+#[tokio::test]
+async fn a_starting_node_leaves_a_live_nodes_unfinished_case_alone() {
+    let (base, rx) = start_receiver().await;
+    rx.fail_next("fix", 1_000_000, 503);
+    let url = format!("{base}/fix");
+    let slow_retries = |s: &mut casehub::Settings| {
+        with_executor(&url)(s);
+        s.delivery.retry_schedule = vec![Duration::from_millis(200); 50];
+    };
+    let store = TestStore::private_redis();
+    let a = spawn_on(&store, slow_retries).await;
+    let (id, approved) = approved_case(&a).await;
+    assert_eq!(approved["status"], json!("executing"));
+    assert_eq!(case_actors(&a).await["live"], json!(1));
+
+    let b = spawn_on(&store, slow_retries).await;
+    // Without the check, b's start asks a for the case and hosts it within a few round trips.
+    for _ in 0..30 {
+        assert_eq!(case_actors(&b).await["live"], json!(0), "b took the case");
+        assert_eq!(
+            case_actors(&a).await["live"],
+            json!(1),
+            "a gave the case up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.status(&id).await["status"], json!("executing"));
+    a.stop().await;
     b.stop().await;
 }
 

@@ -19,7 +19,7 @@ fn executor_secret() -> String {
 }
 
 /// Points the server at the executor `url`; retries are quick.
-fn with_executor(url: &str) -> impl FnOnce(&mut casehub::Settings) + '_ {
+pub(crate) fn with_executor(url: &str) -> impl FnOnce(&mut casehub::Settings) + '_ {
     move |s| {
         s.delivery.fix_executor_url = url.to_string();
         s.delivery.fix_executor_secret = casehub::settings::Secret::new(executor_secret());
@@ -30,7 +30,7 @@ fn with_executor(url: &str) -> impl FnOnce(&mut casehub::Settings) + '_ {
 
 /// Intake, self-service offer (with an automated fix) and the customer's approval; returns the
 /// case id and the approval answer.
-async fn approved_case(app: &TestApp) -> (String, Value) {
+pub(crate) async fn approved_case(app: &TestApp) -> (String, Value) {
     let created = app.intake(SSL).await;
     let id = created["case_id"].as_str().unwrap().to_string();
     let offered = app

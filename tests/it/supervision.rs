@@ -148,7 +148,7 @@ async fn fault_hook_is_off_by_default() {
 }
 
 /// The case actors' counters from `/ops/actors` (live, spawns, passivations, …).
-async fn case_actors(app: &TestApp) -> Value {
+pub(crate) async fn case_actors(app: &TestApp) -> Value {
     let ops = app
         .send(Method::GET, "/ops/actors", Some(ADMIN_KEY), None)
         .await;

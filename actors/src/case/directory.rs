@@ -14,8 +14,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::CaseContext;
 use super::command::{CaseError, CaseMsg, CaseReply, CollaborativeRequest, ReviewDecision};
 use super::supervisor::{CaseSupervisor, SupervisorMsg, SupervisorSettings};
-use crate::cluster::Cluster;
 use crate::cluster::link::Received;
+use crate::cluster::{Acquired, Cluster};
 use crate::delivery::fix::FixOutcomes;
 use crate::domain::{Case, CaseId, CaseStatus, Decision, Intake};
 use crate::store::{CaseQuery, StoreError};
@@ -207,8 +207,14 @@ impl CaseDirectory {
     /// a transition, or a fix outcome whose message was lost), so each finishes from what the
     /// store says. Returns how many were woken. Run once at start, in the background: it reads
     /// every snapshot.
+    ///
+    /// When nodes share the store, a case another node hosts is left to that node (waking it
+    /// here would pull it over from a healthy node that is finishing it). One whose host has
+    /// died is still woken: its lease lapses within `cluster.lease_ttl`, so those are looked at
+    /// again once that has passed.
     pub async fn resume_unfinished(&self) -> Result<usize, StoreError> {
         let mut woken = 0;
+        let mut hosted_elsewhere = Vec::new();
         for status in [CaseStatus::Executing, CaseStatus::Delivering] {
             let mut cursor = None;
             loop {
@@ -222,6 +228,10 @@ impl CaseDirectory {
                     })
                     .await?;
                 for case in &page.cases {
+                    if self.hosted_elsewhere(case.case_id).await {
+                        hosted_elsewhere.push(case.case_id);
+                        continue;
+                    }
                     self.notify(case.case_id, CaseMsg::Finish);
                     woken += 1;
                 }
@@ -231,7 +241,32 @@ impl CaseDirectory {
                 }
             }
         }
+        if hosted_elsewhere.is_empty() {
+            return Ok(woken);
+        }
+        // A host that is alive keeps renewing; a dead one's lease is gone after the ttl.
+        tokio::time::sleep(self.ctx.cluster.lease_ttl() + LEASE_LAPSE_MARGIN).await;
+        for id in hosted_elsewhere {
+            if !self.hosted_elsewhere(id).await {
+                self.notify(id, CaseMsg::Finish);
+                woken += 1;
+            }
+        }
         Ok(woken)
+    }
+
+    /// Whether another node holds the case's lease now; otherwise this node takes it (or
+    /// already holds it, or the store cannot say: then the supervisor's own lease handling
+    /// decides, as for any command).
+    async fn hosted_elsewhere(&self, id: CaseId) -> bool {
+        let cluster = &self.ctx.cluster;
+        if !cluster.is_shared() {
+            return false;
+        }
+        matches!(
+            cluster.acquire(&super::lease_name(id)).await,
+            Ok(Acquired::HeldBy(_))
+        )
     }
 
     /// Number of shard supervisors.
@@ -252,6 +287,10 @@ impl CaseDirectory {
         }
     }
 }
+
+/// How long after a lease's ttl a lease of a dead node is surely gone (clock steps, a renewal
+/// in flight when it died).
+const LEASE_LAPSE_MARGIN: Duration = Duration::from_millis(500);
 
 fn shard_of(shards: &[ActorRef<SupervisorMsg>], id: CaseId) -> &ActorRef<SupervisorMsg> {
     &shards[(id.0.as_u128() % shards.len() as u128) as usize]
