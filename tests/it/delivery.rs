@@ -382,16 +382,7 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
         .await;
     assert_eq!(replay.status.as_u16(), 202, "{}", replay.body);
     settle("the replay arrives", || rx.got("down").len() == 3).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .header("X-API-Key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for series in [
         "casehub_delivery_attempts_total{outcome=\"delivered\"}",
         "casehub_delivery_attempts_total{outcome=\"rejected\"}",
@@ -781,16 +772,7 @@ async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
 
 /// How many times the dispatcher has asked the store where the outbox ends.
 async fn outbox_end_calls(app: &TestApp) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .header("X-API-Key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find(|l| {
             l.starts_with("casehub_store_op_seconds_count{") && l.contains("op=\"outbox_end\"")

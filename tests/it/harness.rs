@@ -246,6 +246,19 @@ impl TestApp {
         self.send(Method::GET, path, Some(ADMIN_KEY), None).await
     }
 
+    /// The Prometheus text of `/metrics`, as the admin reads it.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .header("X-API-Key", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates a case and returns the intake response.
     pub async fn intake(&self, description: &str) -> Value {
         self.post("/webhook/support/intake", intake_body(description))

@@ -659,16 +659,7 @@ async fn a_reader_that_never_reads_is_closed_with_4008_and_nobody_else_waits() {
         welcome: Value::Null,
     };
     assert_eq!(slow.close_code().await, Some(CloseCode::Library(4008)));
-    let raw = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .header("X-API-Key", "dev-admin-key")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = app.metrics_text().await;
     assert!(
         raw.lines()
             .any(|l| l.starts_with("casehub_room_slow_closes_total 1")),
