@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, ActorStatus};
 use uuid::Uuid;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -247,6 +247,10 @@ impl CaseDirectory {
         // A host that is alive keeps renewing; a dead one's lease is gone after the ttl.
         tokio::time::sleep(self.ctx.cluster.lease_ttl() + LEASE_LAPSE_MARGIN).await;
         for id in hosted_elsewhere {
+            // Stopped meanwhile: taking leases now would only hold them from the other nodes.
+            if self.shard(id).get_status() != ActorStatus::Running {
+                break;
+            }
             if !self.hosted_elsewhere(id).await {
                 self.notify(id, CaseMsg::Finish);
                 woken += 1;
