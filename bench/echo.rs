@@ -10,8 +10,6 @@
 //!
 //! Usage: echo-baseline [ADDR] [--durable DIR | --redis URL] (default 127.0.0.1:18081)
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -36,7 +34,7 @@ async fn echo(Json(body): Json<Value>) -> Json<Value> {
 }
 
 async fn durable_echo(
-    State(writer): State<Arc<mpsc::Sender<Write>>>,
+    State(writer): State<mpsc::Sender<Write>>,
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, StatusCode> {
     let bytes = serde_json::to_vec(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -132,7 +130,7 @@ async fn main() {
             std::thread::spawn(move || write_loop(db, rx));
             Router::new()
                 .route("/webhook/support/intake", post(durable_echo))
-                .with_state(Arc::new(tx))
+                .with_state(tx)
         }
     };
     let listener = tokio::net::TcpListener::bind(&addr)

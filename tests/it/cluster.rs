@@ -179,7 +179,8 @@ async fn a_dead_nodes_cases_are_taken_over_after_the_lease_ttl() {
 
 /// A node that starts while another node hosts an unfinished case (`executing`, its fix
 /// still being retried) leaves the case where it is: waking it at start would pull it over
-/// from a healthy host.
+/// from a healthy host. Nor does it take the case when it looks again after the lease ttl
+/// (the look that finds a dead host's cases), since the live host kept renewing.
 #[tokio::test]
 async fn a_starting_node_leaves_a_live_nodes_unfinished_case_alone() {
     let (base, rx) = start_receiver().await;
@@ -188,6 +189,7 @@ async fn a_starting_node_leaves_a_live_nodes_unfinished_case_alone() {
     let slow_retries = |s: &mut casehub::Settings| {
         with_executor(&url)(s);
         s.delivery.retry_schedule = vec![Duration::from_millis(200); 50];
+        s.cluster.lease_ttl = Duration::from_secs(1);
     };
     let store = TestStore::private_redis();
     let a = spawn_on(&store, slow_retries).await;
@@ -196,8 +198,9 @@ async fn a_starting_node_leaves_a_live_nodes_unfinished_case_alone() {
     assert_eq!(case_actors(&a).await["live"], json!(1));
 
     let b = spawn_on(&store, slow_retries).await;
-    // Without the check, b's start asks a for the case and hosts it within a few round trips.
-    for _ in 0..30 {
+    // Without the check, b's start asks a for the case and hosts it within a few round trips;
+    // b looks again after the ttl and its 0.5 s margin, inside this 2.5 s window.
+    for _ in 0..50 {
         assert_eq!(case_actors(&b).await["live"], json!(0), "b took the case");
         assert_eq!(
             case_actors(&a).await["live"],

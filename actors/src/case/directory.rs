@@ -228,7 +228,7 @@ impl CaseDirectory {
                     })
                     .await?;
                 for case in &page.cases {
-                    if self.hosted_elsewhere(case.case_id).await {
+                    if !self.take_unless_hosted_elsewhere(case.case_id).await {
                         hosted_elsewhere.push(case.case_id);
                         continue;
                     }
@@ -251,7 +251,7 @@ impl CaseDirectory {
             if self.shard(id).get_status() != ActorStatus::Running {
                 break;
             }
-            if !self.hosted_elsewhere(id).await {
+            if self.take_unless_hosted_elsewhere(id).await {
                 self.notify(id, CaseMsg::Finish);
                 woken += 1;
             }
@@ -259,15 +259,16 @@ impl CaseDirectory {
         Ok(woken)
     }
 
-    /// Whether another node holds the case's lease now; otherwise this node takes it (or
-    /// already holds it, or the store cannot say: then the supervisor's own lease handling
-    /// decides, as for any command).
-    async fn hosted_elsewhere(&self, id: CaseId) -> bool {
+    /// Takes the case's lease for this node unless another node holds it now; true when this
+    /// node may host the case (also when it held the lease already, when it runs alone, or
+    /// when the store cannot say: then the supervisor's own lease handling decides, as for any
+    /// command).
+    async fn take_unless_hosted_elsewhere(&self, id: CaseId) -> bool {
         let cluster = &self.ctx.cluster;
         if !cluster.is_shared() {
-            return false;
+            return true;
         }
-        matches!(
+        !matches!(
             cluster.acquire(&super::lease_name(id)).await,
             Ok(Acquired::HeldBy(_))
         )
