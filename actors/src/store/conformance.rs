@@ -336,6 +336,8 @@ pub async fn endpoints(store: SharedStore) {
     b.status = EndpointStatus::Paused;
     b.rotate_secret(now);
     store.put_endpoint(&b).await.unwrap();
+    // A store that keeps endpoints in memory serves the write at once, to a load as to a list.
+    assert_eq!(store.load_endpoint(&b.id).await.unwrap(), Some(b.clone()));
     assert_eq!(
         store.list_endpoints().await.unwrap(),
         vec![a.clone(), b.clone()]

@@ -12,6 +12,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -53,6 +54,49 @@ pub struct EmbeddedStore {
     /// `None` once closed.
     writer: parking_lot::Mutex<Option<mpsc::Sender<(Write, Reply)>>>,
     worker: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The endpoints as last read, for the dispatcher that lists them on every scheduling pass
+    /// and the recorder that loads them per batch. Only this process writes the file, so the
+    /// cache is exact: see [`EndpointCache`].
+    endpoints: EndpointCache,
+}
+
+/// The endpoints table as last read, tagged with the generation it was read at. Every endpoint
+/// write bumps the generation once it is committed, so a copy read before a write (even one
+/// stored after it) is never served once the write has returned.
+#[derive(Default)]
+struct EndpointCache {
+    generation: AtomicU64,
+    read: parking_lot::Mutex<Option<(u64, Arc<Vec<Endpoint>>)>>,
+}
+
+impl EndpointCache {
+    /// The cached endpoints, when no write has returned since they were read.
+    fn get(&self) -> Option<Arc<Vec<Endpoint>>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        match &*self.read.lock() {
+            Some((at, endpoints)) if *at == generation => Some(endpoints.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reads through the cache: `load` runs (after the generation is taken) when it is stale.
+    fn get_or_load(
+        &self,
+        load: impl FnOnce() -> Result<Vec<Endpoint>, StoreError>,
+    ) -> Result<Arc<Vec<Endpoint>>, StoreError> {
+        if let Some(endpoints) = self.get() {
+            return Ok(endpoints);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let endpoints = Arc::new(load()?);
+        *self.read.lock() = Some((generation, endpoints.clone()));
+        Ok(endpoints)
+    }
+
+    /// After an endpoint write has committed (or failed: the next read looks either way).
+    fn written(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -140,6 +184,7 @@ impl EmbeddedStore {
             db: parking_lot::RwLock::new(Some(db)),
             writer: parking_lot::Mutex::new(Some(tx)),
             worker: parking_lot::Mutex::new(Some(worker)),
+            endpoints: EndpointCache::default(),
         }))
     }
 
@@ -154,6 +199,21 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+
+    /// Every endpoint, id order, through the cache.
+    fn endpoints(&self) -> Result<Arc<Vec<Endpoint>>, StoreError> {
+        self.endpoints.get_or_load(|| {
+            self.read(|txn| {
+                let table = txn.open_table(ENDPOINTS).map_err(backend)?;
+                let mut out = Vec::new();
+                for entry in table.range::<&str>(..).map_err(backend)? {
+                    let (_, v) = entry.map_err(backend)?;
+                    out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
+                }
+                Ok(out)
+            })
+        })
     }
 
     fn read<T>(
@@ -343,38 +403,28 @@ impl SnapshotStore for EmbeddedStore {
     }
 
     async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
-        self.write(Write::PutEndpoint(Box::new(endpoint.clone())))
-            .await
+        let written = self
+            .write(Write::PutEndpoint(Box::new(endpoint.clone())))
+            .await;
+        self.endpoints.written();
+        written
     }
 
     async fn load_endpoint(&self, id: &str) -> Result<Option<Endpoint>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(ENDPOINTS).map_err(backend)?;
-            match table.get(id).map_err(backend)? {
-                Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(corrupt),
-                None => Ok(None),
-            }
-        })
+        Ok(self.endpoints()?.iter().find(|e| e.id == id).cloned())
     }
 
     async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
-        self.read(|txn| {
-            let table = txn.open_table(ENDPOINTS).map_err(backend)?;
-            let mut out = Vec::new();
-            for entry in table.range::<&str>(..).map_err(backend)? {
-                let (_, v) = entry.map_err(backend)?;
-                out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
-            }
-            Ok(out)
-        })
+        Ok(self.endpoints()?.to_vec())
     }
 
     async fn delete_endpoint(&self, id: &str) -> Result<bool, StoreError> {
         if self.load_endpoint(id).await?.is_none() {
             return Ok(false);
         }
-        self.write(Write::DeleteEndpoint(id.to_string())).await?;
-        Ok(true)
+        let written = self.write(Write::DeleteEndpoint(id.to_string())).await;
+        self.endpoints.written();
+        written.map(|()| true)
     }
 
     async fn dispatch_cursor(&self) -> Result<Option<String>, StoreError> {
