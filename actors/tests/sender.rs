@@ -84,7 +84,7 @@ async fn signed_delivery_verifies_in_both_forms_and_across_rotation() {
     let mut ep = endpoint(format!("{base}/hook"));
     let body = br#"{"event":"case.created","data":{"case_id":"x"}}"#;
     let out = sender
-        .send(&ep, "msg_01TEST", "case.created", body, Utc::now())
+        .send(&ep, "msg_01TEST", "case.created", body.to_vec(), Utc::now())
         .await;
     assert!(out.delivered(), "{out:?}");
     assert_eq!(out.snippet.as_deref(), Some("ok"));
@@ -111,7 +111,7 @@ async fn signed_delivery_verifies_in_both_forms_and_across_rotation() {
     let old = ep.secret.clone();
     ep.rotate_secret(Utc::now());
     sender
-        .send(&ep, "msg_02TEST", "case.created", body, Utc::now())
+        .send(&ep, "msg_02TEST", "case.created", body.to_vec(), Utc::now())
         .await;
     let seen = receiver.seen.lock()[1].clone();
     assert_eq!(
@@ -163,7 +163,7 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
         format!("http://localhost:{port}/hook"),
     ] {
         let out = guarded
-            .send(&endpoint(url.clone()), "m", "e", body, Utc::now())
+            .send(&endpoint(url.clone()), "m", "e", body.to_vec(), Utc::now())
             .await;
         assert!(
             out.status.is_none() && out.error.is_some(),
@@ -181,7 +181,7 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
             &endpoint(format!("{base}/redirect")),
             "m",
             "e",
-            body,
+            body.to_vec(),
             Utc::now(),
         )
         .await;
@@ -194,7 +194,7 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
             &endpoint(format!("{base}/busy")),
             "m",
             "e",
-            body,
+            body.to_vec(),
             Utc::now(),
         )
         .await;
@@ -207,7 +207,7 @@ async fn private_targets_refused_redirects_not_followed_retry_after_read_timeout
             &endpoint(format!("{base}/slow")),
             "m",
             "e",
-            body,
+            body.to_vec(),
             Utc::now(),
         )
         .await;

@@ -33,7 +33,7 @@ pub trait FixOutcomes: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct FixRoute {
     /// The executor as an endpoint: its URL and secret, the global retry schedule.
-    pub endpoint: Endpoint,
+    pub endpoint: Arc<Endpoint>,
     /// Sends fix requests. The executor's URL is trusted configuration, not an API input, so
     /// this sender may reach private addresses (executors usually live on internal networks).
     pub sender: Sender,
@@ -59,7 +59,7 @@ impl FixRoute {
         now: DateTime<Utc>,
     ) -> Result<Self, String> {
         Ok(FixRoute {
-            endpoint: fix_endpoint(url, secret, now),
+            endpoint: Arc::new(fix_endpoint(url, secret, now)),
             sender: Sender::new(timeout, true)?,
             outcomes,
         })

@@ -81,7 +81,7 @@ const FIFO_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Work {
     job: DeliveryJob,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
 }
 
 /// Messages of the dispatcher.
@@ -167,6 +167,10 @@ impl Throttle {
     }
 }
 
+/// The endpoints as stored and opened (secrets unsealed), by id: a scheduling pass reuses the
+/// opened copy of an endpoint that has not changed instead of unsealing its secrets again.
+type Endpoints = HashMap<String, Arc<Endpoint>>;
+
 /// Jobs in flight by endpoint, so a (endpoint id, msg id) pair of borrowed strings can be looked
 /// up (the store's due scan asks for every entry it passes).
 #[derive(Debug, Default)]
@@ -210,6 +214,8 @@ pub struct DispatchState {
     fifo_head: HashMap<String, Option<String>>,
     /// Endpoints whose secret did not open, already reported (warned once, not every tick).
     unopened: HashSet<String>,
+    /// The last pass's endpoints: as stored, and opened.
+    opened: HashMap<String, (Endpoint, Arc<Endpoint>)>,
     /// FIFO endpoints another node sends to, with when to try for their lease again.
     fifo_elsewhere: HashMap<String, Instant>,
 }
@@ -304,6 +310,7 @@ impl Actor for DeliveryDispatcher {
             throttles: HashMap::new(),
             fifo_head: HashMap::new(),
             unopened: HashSet::new(),
+            opened: HashMap::new(),
             fifo_elsewhere: HashMap::new(),
         })
     }
@@ -393,12 +400,21 @@ impl Actor for DeliveryDispatcher {
 
 impl DispatchState {
     async fn cycle(&mut self, fan_out: bool) -> Result<(), crate::store::StoreError> {
-        let mut endpoints = HashMap::new();
+        let mut endpoints = Endpoints::new();
+        let mut opened = HashMap::with_capacity(self.opened.len());
         for stored in self.ctx.store.list_endpoints().await? {
+            if let Some((same, open)) = self.opened.remove(&stored.id).filter(|(s, _)| *s == stored)
+            {
+                endpoints.insert(stored.id.clone(), open.clone());
+                opened.insert(stored.id.clone(), (same, open));
+                continue;
+            }
             match self.ctx.sealer.opened(&stored) {
                 Ok(open) => {
                     self.unopened.remove(&open.id);
-                    endpoints.insert(open.id.clone(), open);
+                    let open = Arc::new(open);
+                    endpoints.insert(open.id.clone(), open.clone());
+                    opened.insert(stored.id.clone(), (stored, open));
                 }
                 // Its jobs wait in the queue; they go once the right key is configured.
                 Err(e) => {
@@ -408,6 +424,7 @@ impl DispatchState {
                 }
             }
         }
+        self.opened = opened;
         if let Some(fix) = &self.ctx.fix {
             endpoints.insert(fix.endpoint.id.clone(), fix.endpoint.clone());
         }
@@ -438,10 +455,7 @@ impl DispatchState {
     }
 
     /// Turns new outbox events into jobs for the endpoints subscribed to them.
-    async fn fan_out(
-        &mut self,
-        endpoints: &HashMap<String, Endpoint>,
-    ) -> Result<(), crate::store::StoreError> {
+    async fn fan_out(&mut self, endpoints: &Endpoints) -> Result<(), crate::store::StoreError> {
         loop {
             // The cursor is an outbox position; anything else (a store from before positions)
             // starts over, which re-enqueues nothing that exists.
@@ -628,10 +642,7 @@ impl DispatchState {
     /// entries; when it did, or the window came back full, every active parallel endpoint with
     /// room that had no job in it is also served from its own log ([`Self::recent_due`]: its
     /// recent events; retries older than that go when the scan reaches them).
-    async fn schedule(
-        &mut self,
-        endpoints: &HashMap<String, Endpoint>,
-    ) -> Result<(), crate::store::StoreError> {
+    async fn schedule(&mut self, endpoints: &Endpoints) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
         // How many more jobs each endpoint may take. A FIFO endpoint takes one at a time, but
         // which one is decided by `fifo_allows`, so its jobs are not counted.
@@ -742,7 +753,7 @@ impl DispatchState {
     async fn dispatch_due(
         &mut self,
         due: Vec<DeliveryJob>,
-        endpoints: &HashMap<String, Endpoint>,
+        endpoints: &Endpoints,
     ) -> Result<HashSet<String>, crate::store::StoreError> {
         let mut seen = HashSet::new();
         let mut chosen = Vec::new();
@@ -930,7 +941,7 @@ impl DeliveryWorker {
             .filter(|_| endpoint.id == FIX_ENDPOINT_ID);
         let sender = fix.map_or(&self.ctx.sender, |f| &f.sender);
         let outcome = sender
-            .send(&endpoint, &job.msg_id, &job.event, &body, now)
+            .send(&endpoint, &job.msg_id, &job.event, body, now)
             .await;
         let gone = outcome.status == Some(410);
         let label = match (outcome.delivered(), gone, outcome.status) {

@@ -120,7 +120,7 @@ impl Sender {
         endpoint: &Endpoint,
         msg_id: &str,
         event: &str,
-        body: &[u8],
+        body: Vec<u8>,
         now: DateTime<Utc>,
     ) -> Outcome {
         let started = Instant::now();
@@ -131,11 +131,14 @@ impl Sender {
             snippet: None,
             retry_after: None,
         };
+        let url = match reqwest::Url::parse(&endpoint.url) {
+            Ok(url) => url,
+            Err(e) => return failed(format!("invalid endpoint URL: {e}")),
+        };
         // IP literals never reach the resolver, so check them here.
-        let literal = reqwest::Url::parse(&endpoint.url)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
-            .and_then(|h| h.parse::<IpAddr>().ok());
+        let literal = url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
         if literal.is_some_and(|ip| !self.allow_private && is_forbidden(ip)) {
             return failed("the endpoint's address is not a public address".into());
         }
@@ -153,19 +156,19 @@ impl Sender {
         put("x-webhook-event", event.to_string());
         put(
             "x-webhook-signature",
-            body_signature(&endpoint.secret, body),
+            body_signature(&endpoint.secret, &body),
         );
         put("webhook-id", msg_id.to_string());
         put("webhook-timestamp", timestamp.to_string());
         put(
             "webhook-signature",
-            standard_header(&secrets, msg_id, timestamp, body),
+            standard_header(&secrets, msg_id, timestamp, &body),
         );
         let sent = self
             .client
-            .post(&endpoint.url)
+            .post(url)
             .headers(headers)
-            .body(body.to_vec())
+            .body(body)
             .send()
             .await;
         let response = match sent {
