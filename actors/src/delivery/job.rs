@@ -92,6 +92,11 @@ impl Envelope {
         )
     }
 
+    /// The envelope stored as `text`, which must be JSON.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(Envelope)
+    }
+
     /// The JSON text, exactly as sent.
     pub fn text(&self) -> &str {
         self.0.get()

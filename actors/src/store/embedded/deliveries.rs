@@ -2,13 +2,19 @@
 //!
 //! | table | key → value | holds |
 //! |---|---|---|
-//! | `deliveries` | (endpoint id, msg id) → JSON | every job; ULID msg ids make it the log |
+//! | `deliveries` | (endpoint id, msg id) → JSON | every job but its envelope; ULID msg ids make it the log |
+//! | `delivery_payloads` | msg id → JSON | the envelope, once per message (the same for every endpoint) |
 //! | `delivery_due` | (due micros, endpoint id, msg id) → () | pending jobs only, earliest first |
 //! | `delivery_by_msg` | (msg id, endpoint id) → () | the endpoints a message went to |
 //! | `meta` | name → text | `dispatch_cursor` |
 //!
 //! Writes run on the store's writer thread inside its batch transaction, so an enqueue and its
 //! cursor, or a job and its due entry, commit together and share the group commit's fsync.
+//!
+//! A job's envelope never changes, so it is stored apart from the record every attempt rewrites:
+//! an attempt writes a couple of hundred bytes, not the whole envelope again. Records written
+//! before that still hold their envelope; they are read as they are, and their first update
+//! moves the envelope to `delivery_payloads`.
 
 use std::collections::BTreeMap;
 
@@ -16,12 +22,14 @@ use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::{backend, corrupt, created_key};
+use crate::delivery::job::{Attempt, Envelope};
 use crate::delivery::{DeliveryJob, DeliveryState};
 use crate::store::{SkipDue, StoreError};
 
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("delivery_due");
 const DELIVERY_BY_MSG: TableDefinition<(&str, &str), ()> = TableDefinition::new("delivery_by_msg");
+const DELIVERY_PAYLOADS: TableDefinition<&str, &str> = TableDefinition::new("delivery_payloads");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 const DISPATCH_CURSOR: &str = "dispatch_cursor";
@@ -33,6 +41,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DELIVERIES).map_err(backend)?;
     txn.open_table(DELIVERY_DUE).map_err(backend)?;
     txn.open_table(DELIVERY_BY_MSG).map_err(backend)?;
+    txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     txn.open_table(META).map_err(backend)?;
     Ok(())
 }
@@ -42,6 +51,7 @@ pub(super) struct DeliveryTables<'txn> {
     jobs: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     due: Table<'txn, (u64, &'static str, &'static str), ()>,
     by_msg: Table<'txn, (&'static str, &'static str), ()>,
+    payloads: Table<'txn, &'static str, &'static str>,
     meta: Table<'txn, &'static str, &'static str>,
 }
 
@@ -52,6 +62,7 @@ impl<'txn> DeliveryTables<'txn> {
             jobs: txn.open_table(DELIVERIES).map_err(backend)?,
             due: txn.open_table(DELIVERY_DUE).map_err(backend)?,
             by_msg: txn.open_table(DELIVERY_BY_MSG).map_err(backend)?,
+            payloads: txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?,
             meta: txn.open_table(META).map_err(backend)?,
         })
     }
@@ -73,16 +84,23 @@ impl<'txn> DeliveryTables<'txn> {
     /// Replaces a job, moving or removing its due entry.
     pub(super) fn update(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
         let key = (job.endpoint_id.as_str(), job.msg_id.as_str());
-        let (exists, old_due) = match self.jobs.get(key).map_err(backend)? {
+        let (exists, old_due, holds_envelope) = match self.jobs.get(key).map_err(backend)? {
             Some(raw) => {
                 let old: Schedule = serde_json::from_slice(raw.value()).map_err(corrupt)?;
                 (
                     true,
                     (old.state == DeliveryState::Pending).then(|| created_key(old.due_at)),
+                    old.payload.is_some(),
                 )
             }
-            None => (false, None),
+            None => (false, None, false),
         };
+        if holds_envelope {
+            // Written before envelopes were stored apart: the new record leaves it out.
+            self.payloads
+                .insert(key.1, job.payload.as_str())
+                .map_err(backend)?;
+        }
         match old_due {
             Some(due) if Some(due) == job.due => {
                 // Same due entry (a claim or a retry at the same time): only the record changes.
@@ -116,6 +134,12 @@ impl<'txn> DeliveryTables<'txn> {
             .insert((endpoint, msg), job.bytes.as_slice())
             .map_err(backend)?;
         self.by_msg.insert((msg, endpoint), ()).map_err(backend)?;
+        // The message's jobs for other endpoints share the envelope.
+        if self.payloads.get(msg).map_err(backend)?.is_none() {
+            self.payloads
+                .insert(msg, job.payload.as_str())
+                .map_err(backend)?;
+        }
         if let Some(due) = job.due {
             self.due.insert((due, endpoint, msg), ()).map_err(backend)?;
         }
@@ -130,30 +154,97 @@ pub(super) struct EncodedJob {
     msg_id: String,
     /// The due-index key while pending.
     due: Option<u64>,
+    /// The record: the job without its envelope.
     bytes: Vec<u8>,
+    /// The envelope, stored with the message's first job.
+    payload: String,
 }
 
 impl EncodedJob {
     pub(super) fn new(job: &DeliveryJob) -> Result<Self, StoreError> {
+        let record = RecordRef {
+            msg_id: &job.msg_id,
+            endpoint_id: &job.endpoint_id,
+            event: &job.event,
+            created_at: job.created_at,
+            due_at: job.due_at,
+            state: job.state,
+            attempts: &job.attempts,
+        };
         Ok(EncodedJob {
             endpoint_id: job.endpoint_id.clone(),
             msg_id: job.msg_id.clone(),
             due: (job.state == DeliveryState::Pending).then(|| created_key(job.due_at)),
-            bytes: serde_json::to_vec(job).map_err(backend)?,
+            bytes: serde_json::to_vec(&record).map_err(backend)?,
+            payload: job.payload.text().to_string(),
         })
     }
 }
 
-/// The part of a stored job an update needs: where its due entry is. Decoding only this skips
-/// building the payload (the parser still steps over it).
+/// A job as stored: its fields as [`DeliveryJob`] names them, without the envelope.
+#[derive(serde::Serialize)]
+struct RecordRef<'a> {
+    msg_id: &'a str,
+    endpoint_id: &'a str,
+    event: &'a str,
+    created_at: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    state: DeliveryState,
+    attempts: &'a [Attempt],
+}
+
+/// A stored job as read back.
+#[derive(serde::Deserialize)]
+struct Record {
+    msg_id: String,
+    endpoint_id: String,
+    event: String,
+    /// Only in records written before envelopes were stored apart.
+    #[serde(default)]
+    payload: Option<Envelope>,
+    created_at: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    state: DeliveryState,
+    attempts: Vec<Attempt>,
+}
+
+/// The part of a stored job an update needs: where its due entry is, and whether the record
+/// still holds its envelope (not built, only stepped over).
 #[derive(serde::Deserialize)]
 struct Schedule {
     state: DeliveryState,
     due_at: DateTime<Utc>,
+    #[serde(default)]
+    payload: Option<serde::de::IgnoredAny>,
 }
 
-fn decode(raw: &[u8]) -> Result<DeliveryJob, StoreError> {
-    serde_json::from_slice(raw).map_err(corrupt)
+/// The envelopes table of a read.
+type Payloads = redb::ReadOnlyTable<&'static str, &'static str>;
+
+fn decode(raw: &[u8], payloads: &Payloads) -> Result<DeliveryJob, StoreError> {
+    let record: Record = serde_json::from_slice(raw).map_err(corrupt)?;
+    let payload = match record.payload {
+        Some(payload) => payload,
+        None => {
+            let text = payloads
+                .get(record.msg_id.as_str())
+                .map_err(backend)?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("job without envelope: {}", record.msg_id))
+                })?;
+            Envelope::from_text(text.value().to_string()).map_err(corrupt)?
+        }
+    };
+    Ok(DeliveryJob {
+        msg_id: record.msg_id,
+        endpoint_id: record.endpoint_id,
+        event: record.event,
+        payload,
+        created_at: record.created_at,
+        due_at: record.due_at,
+        state: record.state,
+        attempts: record.attempts,
+    })
 }
 
 /// The dispatch cursor.
@@ -172,8 +263,9 @@ pub(super) fn load(
     msg_id: &str,
 ) -> Result<Option<DeliveryJob>, StoreError> {
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+    let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     match jobs.get((endpoint_id, msg_id)).map_err(backend)? {
-        Some(raw) => decode(raw.value()).map(Some),
+        Some(raw) => decode(raw.value(), &payloads).map(Some),
         None => Ok(None),
     }
 }
@@ -189,6 +281,7 @@ pub(super) fn due(
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+    let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     let now = created_key(now);
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -211,7 +304,7 @@ pub(super) fn due(
         let raw = jobs.get((endpoint, msg)).map_err(backend)?.ok_or_else(|| {
             StoreError::Corrupt(format!("due entry without job: {endpoint}/{msg}"))
         })?;
-        out.push(decode(raw.value())?);
+        out.push(decode(raw.value(), &payloads)?);
     }
     Ok(out)
 }
@@ -237,6 +330,7 @@ pub(super) fn of_message(
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let by_msg = txn.open_table(DELIVERY_BY_MSG).map_err(backend)?;
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+    let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     let mut out = Vec::new();
     for entry in by_msg
         .range((msg_id, "")..(msg_id, MAX_ID))
@@ -245,7 +339,7 @@ pub(super) fn of_message(
         let (key, _) = entry.map_err(backend)?;
         let (_, endpoint) = key.value();
         if let Some(raw) = jobs.get((endpoint, msg_id)).map_err(backend)? {
-            out.push(decode(raw.value())?);
+            out.push(decode(raw.value(), &payloads)?);
         }
     }
     Ok(out)
@@ -259,6 +353,7 @@ pub(super) fn endpoint_log(
     limit: usize,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+    let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     let upper = before.unwrap_or(MAX_ID);
     let range = jobs
         .range((endpoint_id, "")..(endpoint_id, upper))
@@ -266,7 +361,7 @@ pub(super) fn endpoint_log(
     let mut out = Vec::new();
     for entry in range.rev().take(limit) {
         let (_, raw) = entry.map_err(backend)?;
-        out.push(decode(raw.value())?);
+        out.push(decode(raw.value(), &payloads)?);
     }
     Ok(out)
 }
@@ -286,4 +381,133 @@ pub(super) fn backlog(txn: &ReadTransaction) -> Result<BTreeMap<String, u64>, St
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::delivery::Attempt;
+    use crate::domain::{Event, EventKind};
+    use crate::store::{EmbeddedStore, SnapshotStore};
+
+    /// A job stored whole (envelope inside the record), as stores written before envelopes were
+    /// kept apart hold them.
+    fn write_whole(path: &std::path::Path, job: &DeliveryJob) {
+        let db = redb::Database::create(path.join("casehub.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let key = (job.endpoint_id.as_str(), job.msg_id.as_str());
+            let bytes = serde_json::to_vec(job).unwrap();
+            let mut jobs = txn.open_table(DELIVERIES).unwrap();
+            jobs.insert(key, bytes.as_slice()).unwrap();
+            let mut due = txn.open_table(DELIVERY_DUE).unwrap();
+            due.insert((created_key(job.due_at), key.0, key.1), ())
+                .unwrap();
+            let mut by_msg = txn.open_table(DELIVERY_BY_MSG).unwrap();
+            by_msg.insert((key.1, key.0), ()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    /// The raw record of a job, and whether the envelopes table holds its message's envelope.
+    fn stored(store: &EmbeddedStore, job: &DeliveryJob) -> (serde_json::Value, bool) {
+        store
+            .read(|txn| {
+                let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+                let raw = jobs
+                    .get((job.endpoint_id.as_str(), job.msg_id.as_str()))
+                    .map_err(backend)?
+                    .expect("the job is stored");
+                let record = serde_json::from_slice(raw.value()).map_err(corrupt)?;
+                let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
+                let kept = payloads.get(job.msg_id.as_str()).map_err(backend)?;
+                Ok((
+                    record,
+                    kept.is_some_and(|p| p.value() == job.payload.text()),
+                ))
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_stored_whole_reads_back_and_its_first_update_moves_the_envelope_apart() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let now = Utc::now();
+        let event = Event::new(
+            EventKind::CaseCreated,
+            "c_1",
+            now,
+            json!({"case_id": "c_1"}),
+        );
+        let mut job = DeliveryJob::new(&event, "wh_old");
+        write_whole(dir.path(), &job);
+
+        let store = EmbeddedStore::open(dir.path(), true).unwrap();
+        let (record, apart) = stored(&store, &job);
+        assert!(record.get("payload").is_some() && !apart);
+        let (endpoint, msg) = (job.endpoint_id.clone(), job.msg_id.clone());
+        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
+        assert_eq!(loaded.as_ref(), Some(&job));
+        assert_eq!(store.due_deliveries(now, 10).await.unwrap(), [job.clone()]);
+
+        let retry = now + chrono::Duration::seconds(5);
+        job.record(
+            Attempt {
+                attempt: 0,
+                status_code: Some(500),
+                error: None,
+                duration_ms: 3,
+                response_snippet: None,
+                at: now,
+                next_attempt_at: None,
+            },
+            Some(retry),
+        );
+        store
+            .record_attempts(std::slice::from_ref(&job))
+            .await
+            .unwrap();
+        let (record, apart) = stored(&store, &job);
+        assert!(record.get("payload").is_none() && apart, "{record}");
+        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
+        assert_eq!(loaded.as_ref(), Some(&job));
+        assert_eq!(
+            store.deliveries_of_message(&job.msg_id).await.unwrap(),
+            [job.clone()]
+        );
+        assert_eq!(
+            store.due_deliveries(retry, 10).await.unwrap(),
+            [job.clone()]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_message_share_one_stored_envelope_and_records_leave_it_out() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = EmbeddedStore::open(dir.path(), true).unwrap();
+        let now = Utc::now();
+        let event = Event::new(
+            EventKind::CaseCreated,
+            "c_2",
+            now,
+            json!({"case_id": "c_2"}),
+        );
+        let jobs = vec![
+            DeliveryJob::new(&event, "wh_a"),
+            DeliveryJob::new(&event, "wh_b"),
+        ];
+        store.enqueue_deliveries(jobs.clone(), "1").await.unwrap();
+        for job in &jobs {
+            let (record, apart) = stored(&store, job);
+            assert!(record.get("payload").is_none() && apart, "{record}");
+        }
+        assert_eq!(
+            store.deliveries_of_message(&event.msg_id).await.unwrap(),
+            jobs
+        );
+        store.close().await;
+    }
 }
