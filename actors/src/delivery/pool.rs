@@ -634,20 +634,19 @@ impl DispatchState {
 
     /// Hands due jobs of active endpoints to the workers, within the per-endpoint bound.
     ///
-    /// Due jobs come earliest first from one index. The scan passes over, without reading them,
-    /// the jobs already in flight and those of endpoints that cannot take more now (not active,
-    /// at their bound, circuit open), and takes no more of an endpoint's jobs than it has room
-    /// for: each pass decodes about what it can hand out. A black hole collects due jobs faster
-    /// than it times them out, so the scan also stops after passing over [`MAX_SKIPPED`]
-    /// entries; when it did, or the window came back full, every active parallel endpoint with
-    /// room that had no job in it is also served from its own log ([`Self::recent_due`]: its
-    /// recent events; retries older than that go when the scan reaches them).
+    /// The store is asked for the due jobs of the endpoints that can take more now (active, below
+    /// their bound, circuit not open), as many as each has room for, without the jobs already in
+    /// flight: each pass decodes about what it can hand out. A store with one earliest-first
+    /// index passes over the entries of the other endpoints, and a black hole collects due jobs
+    /// faster than it times them out, so such a scan stops after [`MAX_SKIPPED`] entries; when
+    /// its answer is not complete, every active parallel endpoint with room that got no job is
+    /// also served from its own log ([`Self::recent_due`]: its recent events; retries older than
+    /// that go when the scan reaches them).
     async fn schedule(&mut self, endpoints: &Endpoints) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
         // How many more jobs each endpoint may take. A FIFO endpoint takes one at a time, but
         // which one is decided by `fifo_allows`, so its jobs are not counted.
-        let mut limit = 0;
-        let room: HashMap<&str, AtomicUsize> = endpoints
+        let wanted: Vec<(&str, usize)> = endpoints
             .values()
             .filter(|e| e.status == EndpointStatus::Active && self.has_room(&e.id))
             .map(|e| {
@@ -658,36 +657,29 @@ impl DispatchState {
                         self.ctx.settings.per_endpoint.saturating_sub(busy)
                     }
                 };
-                limit += free;
-                (e.id.as_str(), AtomicUsize::new(free))
+                (e.id.as_str(), free)
             })
+            .filter(|&(_, free)| free > 0)
             .collect();
-        let limit = limit.min(DUE_WINDOW);
+        let limit = wanted
+            .iter()
+            .map(|&(_, free)| free)
+            .sum::<usize>()
+            .min(DUE_WINDOW);
         if limit == 0 {
             return Ok(());
         }
-        let skipped = AtomicUsize::new(0);
         let in_flight = &self.in_flight;
-        let skip = |endpoint: &str, msg: &str| {
-            let take = !in_flight.contains(endpoint, msg)
-                && room.get(endpoint).is_some_and(|free| {
-                    free.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                        .is_ok()
-                });
-            if !take {
-                skipped.fetch_add(1, Ordering::Relaxed);
-            }
-            !take
-        };
         let due = self
             .ctx
             .store
-            .due_deliveries_skipping(now, limit, MAX_SKIPPED, &skip)
+            .due_deliveries_of(&wanted, now, limit, MAX_SKIPPED, &|endpoint, msg| {
+                in_flight.contains(endpoint, msg)
+            })
             .await?;
-        let full = due.len() == DUE_WINDOW || skipped.load(Ordering::Relaxed) >= MAX_SKIPPED;
-        drop(room);
-        let seen = self.dispatch_due(due, endpoints).await?;
-        if !full {
+        drop(wanted);
+        let seen = self.dispatch_due(due.jobs, endpoints).await?;
+        if due.complete {
             return Ok(());
         }
         let starved: Vec<String> = endpoints

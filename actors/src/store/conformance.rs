@@ -366,6 +366,7 @@ where
     deliveries::update_moves_due(fresh().await).await;
     deliveries::batch_update(fresh().await).await;
     deliveries::due_skipping(fresh().await).await;
+    deliveries::due_of_endpoints(fresh().await).await;
     deliveries::endpoint_log_pages(fresh().await).await;
     deliveries::deliveries_of_message(fresh().await).await;
     deliveries::backlog_counts(fresh().await).await;

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
 use super::{
-    CasePage, CaseQuery, Commit, Fence, OutboxEntry, RoomEntry, RoomMeta, SkipDue, SnapshotStore,
-    StoreError, decode_cursor, encode_cursor,
+    CasePage, CaseQuery, Commit, DueJobs, Fence, OutboxEntry, RoomEntry, RoomMeta, SkipDue,
+    SnapshotStore, StoreError, decode_cursor, encode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -448,6 +448,17 @@ impl SnapshotStore for EmbeddedStore {
         skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError> {
         self.read(|txn| deliveries::due(txn, now, limit, max_skipped, skip))
+    }
+
+    async fn due_deliveries_of(
+        &self,
+        wanted: &[(&str, usize)],
+        now: DateTime<Utc>,
+        limit: usize,
+        max_skipped: usize,
+        in_flight: &SkipDue<'_>,
+    ) -> Result<DueJobs, StoreError> {
+        self.read(|txn| deliveries::due_of(txn, wanted, now, limit, max_skipped, in_flight))
     }
 
     async fn claim_deliveries(

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CasePage, CaseQuery, Commit, Fence, OutboxEntry, RoomEntry, RoomMeta, SharedStore, SkipDue,
-    SnapshotStore, StoreError,
+    CasePage, CaseQuery, Commit, DueJobs, Fence, OutboxEntry, RoomEntry, RoomMeta, SharedStore,
+    SkipDue, SnapshotStore, StoreError,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -137,6 +137,22 @@ impl SnapshotStore for MeteredStore {
             "due_deliveries",
             self.inner
                 .due_deliveries_skipping(now, limit, max_skipped, skip),
+        )
+        .await
+    }
+
+    async fn due_deliveries_of(
+        &self,
+        wanted: &[(&str, usize)],
+        now: DateTime<Utc>,
+        limit: usize,
+        max_skipped: usize,
+        in_flight: &SkipDue<'_>,
+    ) -> Result<DueJobs, StoreError> {
+        self.timed(
+            "due_deliveries",
+            self.inner
+                .due_deliveries_of(wanted, now, limit, max_skipped, in_flight),
         )
         .await
     }

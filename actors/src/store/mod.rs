@@ -201,6 +201,45 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
 
+    /// Due jobs of the `wanted` endpoints: for each, earliest first, at most the number it asks
+    /// for; `limit` in all; never one `in_flight(endpoint id, msg id)` names. The default scans
+    /// the earliest-first index of [`SnapshotStore::due_deliveries_skipping`] once, passing over
+    /// the entries of endpoints not wanted or already served, and stops after passing over
+    /// `max_skipped` entries; then the result is not complete (a wanted endpoint may have due
+    /// jobs the scan did not reach, behind another endpoint's backlog). A store that indexes due
+    /// jobs per endpoint reads only the wanted endpoints' entries.
+    async fn due_deliveries_of(
+        &self,
+        wanted: &[(&str, usize)],
+        now: DateTime<Utc>,
+        limit: usize,
+        max_skipped: usize,
+        in_flight: &SkipDue<'_>,
+    ) -> Result<DueJobs, StoreError> {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let room: std::collections::HashMap<&str, AtomicUsize> = wanted
+            .iter()
+            .map(|&(endpoint, n)| (endpoint, AtomicUsize::new(n)))
+            .collect();
+        let skipped = AtomicUsize::new(0);
+        let skip = |endpoint: &str, msg: &str| {
+            let take = !in_flight(endpoint, msg)
+                && room.get(endpoint).is_some_and(|free| {
+                    free.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                });
+            if !take {
+                skipped.fetch_add(1, Relaxed);
+            }
+            !take
+        };
+        let jobs = self
+            .due_deliveries_skipping(now, limit, max_skipped, &skip)
+            .await?;
+        let complete = jobs.len() < limit && skipped.load(Relaxed) < max_skipped;
+        Ok(DueJobs { jobs, complete })
+    }
+
     /// Claims due jobs (by endpoint id, msg id) for this node until `until`, when several nodes
     /// share the store: a job is claimed only if its due entry is still at or before `now`
     /// (nobody claimed it since it was read), and the entry moves to `until`, so no other node
@@ -308,6 +347,14 @@ pub struct RoomMeta {
     pub seq: u64,
     #[serde(default)]
     pub open: bool,
+}
+
+/// What [`SnapshotStore::due_deliveries_of`] found.
+#[derive(Debug, Default)]
+pub struct DueJobs {
+    pub jobs: Vec<DeliveryJob>,
+    /// Every wanted endpoint's due entries were looked at (as far as it wanted).
+    pub complete: bool,
 }
 
 /// One room event as sent to reviewers: its seq and its frame (JSON text).

@@ -283,6 +283,80 @@ pub async fn due_skipping(store: SharedStore) {
     assert_eq!(store.due_deliveries(now, 10).await.unwrap(), jobs);
 }
 
+/// Due jobs by endpoint: each wanted endpoint's earliest, as many as it wants, never another
+/// endpoint's, never one in flight; an update moves a job in (and out of) what is due.
+pub async fn due_of_endpoints(store: SharedStore) {
+    let t0 = now_ms();
+    let events: Vec<Event> = (0..4).map(|i| event_at(t0 + ms(i))).collect();
+    let of = |endpoint: &str| -> Vec<DeliveryJob> {
+        events
+            .iter()
+            .map(|e| DeliveryJob::new(e, endpoint))
+            .collect()
+    };
+    let (a, b, c) = (of("wh_a"), of("wh_b"), of("wh_c"));
+    let cursor = events[3].msg_id.clone();
+    store
+        .enqueue_deliveries([a.clone(), b.clone(), c.clone()].concat(), &cursor)
+        .await
+        .unwrap();
+    let none = |_: &str, _: &str| false;
+    let now = t0 + ms(3);
+    let due = |wanted: Vec<(&'static str, usize)>, in_flight: Vec<String>| {
+        let store = store.clone();
+        async move {
+            let skip = |_: &str, msg: &str| in_flight.iter().any(|m| m == msg);
+            store
+                .due_deliveries_of(&wanted, now, 64, 1000, &skip)
+                .await
+                .unwrap()
+        }
+    };
+    let found = due(vec![("wh_b", 2)], vec![]).await;
+    assert!(found.complete);
+    assert_eq!(keys(&found.jobs), keys(&b[..2]));
+    // In flight: passed over, the next one is taken instead.
+    let found = due(vec![("wh_b", 2)], vec![b[0].msg_id.clone()]).await;
+    assert_eq!(keys(&found.jobs), keys(&b[1..3]));
+    // Several endpoints: each gets its own, earliest first; unwanted ones get nothing.
+    let mut found = due(vec![("wh_a", 1), ("wh_c", 3)], vec![]).await.jobs;
+    found.sort_by(|x, y| (&x.endpoint_id, x.due_at).cmp(&(&y.endpoint_id, y.due_at)));
+    assert_eq!(keys(&found), keys(&[&a[..1], &c[..3]].concat()));
+    // Not yet due: left out.
+    let early = store
+        .due_deliveries_of(&[("wh_a", 10)], t0 + ms(1), 64, 1000, &none)
+        .await
+        .unwrap();
+    assert_eq!(keys(&early.jobs), keys(&a[..2]));
+    // Rescheduled later, delivered: out of what is due; a manual retry brings it back.
+    let (mut later, mut done) = (a[0].clone(), a[1].clone());
+    later.record(attempt(Some(503), t0), Some(t0 + ms(60_000)));
+    done.record(attempt(Some(204), t0), None);
+    store
+        .update_deliveries(&[later.clone(), done.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&due(vec![("wh_a", 10)], vec![]).await.jobs),
+        keys(&a[2..])
+    );
+    let late = store
+        .due_deliveries_of(&[("wh_a", 10)], t0 + ms(60_000), 64, 1000, &none)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&late.jobs),
+        keys(&[&a[2..], &[later.clone()]].concat())
+    );
+    later.state = DeliveryState::Pending;
+    later.due_at = t0;
+    store.update_delivery(&later).await.unwrap();
+    assert_eq!(
+        keys(&due(vec![("wh_a", 1)], vec![]).await.jobs),
+        keys(&[later])
+    );
+}
+
 /// An update reschedules a pending job and takes delivered and failed ones out of the index.
 pub async fn update_moves_due(store: SharedStore) {
     let (t0, jobs) = enqueued(&store, 3).await;

@@ -5,6 +5,7 @@
 //! | `deliveries` | (endpoint id, msg id) → JSON | every job but its envelope; ULID msg ids make it the log |
 //! | `delivery_payloads` | msg id → JSON | the envelope, once per message (the same for every endpoint) |
 //! | `delivery_due` | (due micros, endpoint id, msg id) → () | pending jobs only, earliest first |
+//! | `delivery_due_by_endpoint` | (endpoint id, due micros, msg id) → () | the same, per endpoint |
 //! | `delivery_by_msg` | (msg id, endpoint id) → () | the endpoints a message went to |
 //! | `meta` | name → text | `dispatch_cursor` |
 //!
@@ -19,15 +20,19 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 
 use super::{backend, corrupt, created_key};
 use crate::delivery::job::{Attempt, Envelope};
 use crate::delivery::{DeliveryJob, DeliveryState};
-use crate::store::{SkipDue, StoreError};
+use crate::store::{DueJobs, SkipDue, StoreError};
 
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("delivery_due");
+const DELIVERY_DUE_BY_ENDPOINT: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("delivery_due_by_endpoint");
 const DELIVERY_BY_MSG: TableDefinition<(&str, &str), ()> = TableDefinition::new("delivery_by_msg");
 const DELIVERY_PAYLOADS: TableDefinition<&str, &str> = TableDefinition::new("delivery_payloads");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -36,10 +41,23 @@ const DISPATCH_CURSOR: &str = "dispatch_cursor";
 /// Sorts after every id (ids are ASCII), so `(id, MAX_ID)` bounds all keys starting with `id`.
 const MAX_ID: &str = "\u{10FFFF}";
 
-/// Creates the tables, so readers never see "table does not exist".
+/// Creates the tables, so readers never see "table does not exist", and builds the per-endpoint
+/// due index of a store written before it.
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DELIVERIES).map_err(backend)?;
-    txn.open_table(DELIVERY_DUE).map_err(backend)?;
+    {
+        let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
+        let mut by_endpoint = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
+        if by_endpoint.is_empty().map_err(backend)? {
+            for entry in due.iter().map_err(backend)? {
+                let (key, _) = entry.map_err(backend)?;
+                let (at, endpoint, msg) = key.value();
+                by_endpoint
+                    .insert((endpoint, at, msg), ())
+                    .map_err(backend)?;
+            }
+        }
+    }
     txn.open_table(DELIVERY_BY_MSG).map_err(backend)?;
     txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     txn.open_table(META).map_err(backend)?;
@@ -50,6 +68,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 pub(super) struct DeliveryTables<'txn> {
     jobs: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     due: Table<'txn, (u64, &'static str, &'static str), ()>,
+    due_by_endpoint: Table<'txn, (&'static str, u64, &'static str), ()>,
     by_msg: Table<'txn, (&'static str, &'static str), ()>,
     payloads: Table<'txn, &'static str, &'static str>,
     meta: Table<'txn, &'static str, &'static str>,
@@ -61,6 +80,7 @@ impl<'txn> DeliveryTables<'txn> {
         Ok(DeliveryTables {
             jobs: txn.open_table(DELIVERIES).map_err(backend)?,
             due: txn.open_table(DELIVERY_DUE).map_err(backend)?,
+            due_by_endpoint: txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?,
             by_msg: txn.open_table(DELIVERY_BY_MSG).map_err(backend)?,
             payloads: txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?,
             meta: txn.open_table(META).map_err(backend)?,
@@ -110,9 +130,7 @@ impl<'txn> DeliveryTables<'txn> {
                     .map(|_| ())
                     .map_err(backend);
             }
-            Some(due) => {
-                self.due.remove((due, key.0, key.1)).map_err(backend)?;
-            }
+            Some(due) => self.unschedule(due, key.0, key.1)?,
             None => {}
         }
         if exists {
@@ -121,7 +139,7 @@ impl<'txn> DeliveryTables<'txn> {
                 .insert(key, job.bytes.as_slice())
                 .map_err(backend)?;
             if let Some(due) = job.due {
-                self.due.insert((due, key.0, key.1), ()).map_err(backend)?;
+                self.schedule(due, key.0, key.1)?;
             }
             return Ok(());
         }
@@ -141,8 +159,26 @@ impl<'txn> DeliveryTables<'txn> {
                 .map_err(backend)?;
         }
         if let Some(due) = job.due {
-            self.due.insert((due, endpoint, msg), ()).map_err(backend)?;
+            self.schedule(due, endpoint, msg)?;
         }
+        Ok(())
+    }
+
+    /// Adds a job's entries to both due indexes.
+    fn schedule(&mut self, due: u64, endpoint: &str, msg: &str) -> Result<(), StoreError> {
+        self.due.insert((due, endpoint, msg), ()).map_err(backend)?;
+        self.due_by_endpoint
+            .insert((endpoint, due, msg), ())
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Removes a job's entries from both due indexes.
+    fn unschedule(&mut self, due: u64, endpoint: &str, msg: &str) -> Result<(), StoreError> {
+        self.due.remove((due, endpoint, msg)).map_err(backend)?;
+        self.due_by_endpoint
+            .remove((endpoint, due, msg))
+            .map_err(backend)?;
         Ok(())
     }
 }
@@ -309,6 +345,58 @@ pub(super) fn due(
     Ok(out)
 }
 
+/// Due jobs of the `wanted` endpoints from the per-endpoint index (see
+/// [`SnapshotStore::due_deliveries_of`](crate::store::SnapshotStore::due_deliveries_of)): only
+/// their own entries are read, so another endpoint's backlog costs nothing. Complete unless
+/// `limit` or `max_skipped` cut the reading short.
+pub(super) fn due_of(
+    txn: &ReadTransaction,
+    wanted: &[(&str, usize)],
+    now: DateTime<Utc>,
+    limit: usize,
+    max_skipped: usize,
+    in_flight: &SkipDue<'_>,
+) -> Result<DueJobs, StoreError> {
+    let by_endpoint = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
+    let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
+    let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
+    let now = created_key(now);
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for &(endpoint, want) in wanted {
+        let mut taken = 0;
+        for entry in by_endpoint
+            .range((endpoint, 0, "")..=(endpoint, now, MAX_ID))
+            .map_err(backend)?
+        {
+            if taken == want {
+                break;
+            }
+            if out.len() == limit || skipped >= max_skipped {
+                return Ok(DueJobs {
+                    jobs: out,
+                    complete: false,
+                });
+            }
+            let (key, _) = entry.map_err(backend)?;
+            let (_, _, msg) = key.value();
+            if in_flight(endpoint, msg) {
+                skipped += 1;
+                continue;
+            }
+            let raw = jobs.get((endpoint, msg)).map_err(backend)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("due entry without job: {endpoint}/{msg}"))
+            })?;
+            out.push(decode(raw.value(), &payloads)?);
+            taken += 1;
+        }
+    }
+    Ok(DueJobs {
+        jobs: out,
+        complete: true,
+    })
+}
+
 /// The earliest due time among pending jobs.
 pub(super) fn next_due(txn: &ReadTransaction) -> Result<Option<DateTime<Utc>>, StoreError> {
     let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
@@ -392,8 +480,8 @@ mod tests {
     use crate::domain::{Event, EventKind};
     use crate::store::{EmbeddedStore, SnapshotStore};
 
-    /// A job stored whole (envelope inside the record), as stores written before envelopes were
-    /// kept apart hold them.
+    /// A job stored whole (envelope inside the record) and in the earliest-first due index only,
+    /// as stores written before envelopes were kept apart and due jobs indexed per endpoint.
     fn write_whole(path: &std::path::Path, job: &DeliveryJob) {
         let db = redb::Database::create(path.join("casehub.redb")).unwrap();
         let txn = db.begin_write().unwrap();
@@ -432,7 +520,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_stored_whole_reads_back_and_its_first_update_moves_the_envelope_apart() {
+    async fn a_store_from_before_reads_back_its_jobs_indexes_them_per_endpoint_and_moves_envelopes_apart()
+     {
         let dir = tempfile::TempDir::new().unwrap();
         let now = Utc::now();
         let event = Event::new(
@@ -451,6 +540,13 @@ mod tests {
         let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
         assert_eq!(loaded.as_ref(), Some(&job));
         assert_eq!(store.due_deliveries(now, 10).await.unwrap(), [job.clone()]);
+        // The per-endpoint due index was built at open.
+        let none = |_: &str, _: &str| false;
+        let due = store
+            .due_deliveries_of(&[("wh_old", 5)], now, 10, 10, &none)
+            .await
+            .unwrap();
+        assert_eq!(due.jobs, [job.clone()]);
 
         let retry = now + chrono::Duration::seconds(5);
         job.record(
