@@ -42,6 +42,7 @@ impl Got {
 pub(crate) struct Receiver {
     got: Arc<Mutex<HashMap<String, Vec<Got>>>>,
     fail: Arc<Mutex<HashMap<String, (u32, u16)>>>,
+    slow: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl Receiver {
@@ -51,6 +52,10 @@ impl Receiver {
     pub(crate) fn fail_next(&self, path: &str, times: u32, status: u16) {
         self.fail.lock().insert(path.to_string(), (times, status));
     }
+    /// Answers on `path` only after `delay`.
+    pub(crate) fn answer_after(&self, path: &str, delay: Duration) {
+        self.slow.lock().insert(path.to_string(), delay);
+    }
 }
 
 async fn receive(
@@ -59,6 +64,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, [(&'static str, &'static str); 1]) {
+    let delay = r.slow.lock().get(&path).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     r.got
         .lock()
         .entry(path.clone())
@@ -294,6 +303,81 @@ async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_res
         assert_signed(&g, &secret_c);
     }
     assert!(rx.got("d").is_empty());
+    app.stop().await;
+}
+
+/// An endpoint paused while its backlog drains stops at once (the dispatcher reads due jobs
+/// ahead of their turn; none of those may go while it is paused), and once resumed it gets the
+/// rest, every message exactly once.
+#[tokio::test]
+async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_once_each() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.per_endpoint_concurrency = 1;
+    })
+    .await;
+    rx.answer_after("drain", Duration::from_millis(40));
+    let (id, _) = endpoint(
+        &app,
+        format!("{base}/drain"),
+        json!(["case.created"]),
+        json!({"status": "paused"}),
+    )
+    .await;
+    let cases = 40;
+    for i in 0..cases {
+        app.intake(&format!(
+            "Ticket {i}: the export button does nothing when I click it."
+        ))
+        .await;
+    }
+    let status = |status: &'static str| {
+        let app = &app;
+        let id = &id;
+        async move {
+            let r = app
+                .send(
+                    Method::PATCH,
+                    &format!("/v1/webhooks/endpoints/{id}"),
+                    Some(ADMIN_KEY),
+                    Some(json!({"status": status})),
+                )
+                .await;
+            assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+        }
+    };
+    status("active").await;
+    settle("the drain starts", || rx.got("drain").len() >= 3).await;
+    status("paused").await;
+    // What was in flight when the pause landed may still arrive; then nothing.
+    let at_pause = rx.got("drain").len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let paused = rx.got("drain").len();
+    assert!(
+        paused <= at_pause + 2,
+        "{} deliveries arrived while paused",
+        paused - at_pause
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rx.got("drain").len(),
+        paused,
+        "deliveries went on while paused"
+    );
+    assert!(paused < cases, "the backlog was gone before the pause");
+
+    status("active").await;
+    settle("the rest arrives", || rx.got("drain").len() >= cases).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ids: Vec<String> = rx
+        .got("drain")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), cases, "some message arrived twice");
+    assert_eq!(unique.len(), cases);
     app.stop().await;
 }
 

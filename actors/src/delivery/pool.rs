@@ -14,7 +14,7 @@
 //! and sealed. The fix executor ([`super::fix`]) is one more target, built from settings, that
 //! only `fix.requested` events reach.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -74,6 +74,9 @@ const MAX_SKIPPED: usize = 4096;
 /// Log page read for an endpoint the due window did not reach, and how many pages at most.
 const RECENT_WINDOW: usize = 64;
 const RECENT_PAGES: usize = 16;
+/// Due jobs read ahead per parallel endpoint when no other node shares the store (see
+/// `DispatchState::ready`).
+const READ_AHEAD: usize = 32;
 /// How long a node leaves a FIFO endpoint leased by another node before trying again.
 const FIFO_RETRY: Duration = Duration::from_secs(1);
 
@@ -189,6 +192,10 @@ impl InFlight {
     }
 
     fn remove(&mut self, (endpoint, msg): &JobKey) {
+        self.remove_parts(endpoint, msg);
+    }
+
+    fn remove_parts(&mut self, endpoint: &str, msg: &str) {
         if let Some(msgs) = self.0.get_mut(endpoint) {
             msgs.remove(msg);
             if msgs.is_empty() {
@@ -218,6 +225,12 @@ pub struct DispatchState {
     opened: HashMap<String, (Endpoint, Arc<Endpoint>)>,
     /// FIFO endpoints another node sends to, with when to try for their lease again.
     fifo_elsewhere: HashMap<String, Instant>,
+    /// Due jobs of parallel endpoints read ahead of their turn, when no other node shares the
+    /// store: a freed slot takes the next one from here instead of reading the store again.
+    /// Only a cache of what is pending in the store: they count as in flight (so no read hands
+    /// them out twice) and a job dropped from here is simply read again. An endpoint's are
+    /// dropped once it is no longer active.
+    ready: HashMap<String, VecDeque<DeliveryJob>>,
 }
 
 impl DeliveryDispatcher {
@@ -312,6 +325,7 @@ impl Actor for DeliveryDispatcher {
             unopened: HashSet::new(),
             opened: HashMap::new(),
             fifo_elsewhere: HashMap::new(),
+            ready: HashMap::new(),
         })
     }
 
@@ -644,40 +658,93 @@ impl DispatchState {
     /// that go when the scan reaches them).
     async fn schedule(&mut self, endpoints: &Endpoints) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
-        // How many more jobs each endpoint may take. A FIFO endpoint takes one at a time, but
-        // which one is decided by `fifo_allows`, so its jobs are not counted.
-        let wanted: Vec<(&str, usize)> = endpoints
-            .values()
-            .filter(|e| e.status == EndpointStatus::Active && self.has_room(&e.id))
-            .map(|e| {
-                let free = match e.ordering {
-                    DeliveryOrdering::Fifo => DUE_WINDOW,
-                    DeliveryOrdering::Parallel => {
-                        let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
-                        self.ctx.settings.per_endpoint.saturating_sub(busy)
-                    }
-                };
-                (e.id.as_str(), free)
-            })
-            .filter(|&(_, free)| free > 0)
-            .collect();
-        let limit = wanted
-            .iter()
-            .map(|&(_, free)| free)
-            .sum::<usize>()
-            .min(DUE_WINDOW);
-        if limit == 0 {
-            return Ok(());
+        self.drop_ready_of_inactive(endpoints);
+        let read_ahead = if self.ctx.cluster.is_shared() {
+            0
+        } else {
+            READ_AHEAD
+        };
+        // How many more jobs each endpoint may take: a parallel endpoint's free slots are filled
+        // from what was read ahead first, then from the store (reading ahead again). A FIFO
+        // endpoint takes one at a time, but which one is decided by `fifo_allows`, so its jobs
+        // are not counted.
+        let mut jobs = Vec::new();
+        let mut wanted: Vec<(&str, usize)> = Vec::new();
+        let mut free_of: HashMap<&str, usize> = HashMap::new();
+        let (mut limit, mut ahead) = (0, 0);
+        for e in endpoints.values() {
+            if e.status != EndpointStatus::Active || !self.has_room(&e.id) {
+                continue;
+            }
+            let mut free = match e.ordering {
+                DeliveryOrdering::Fifo => {
+                    wanted.push((e.id.as_str(), DUE_WINDOW));
+                    limit += DUE_WINDOW;
+                    continue;
+                }
+                DeliveryOrdering::Parallel => {
+                    let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
+                    self.ctx.settings.per_endpoint.saturating_sub(busy)
+                }
+            };
+            if let Some(queue) = self.ready.get_mut(&e.id) {
+                while free > 0
+                    && let Some(job) = queue.pop_front()
+                {
+                    self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
+                    jobs.push(job);
+                    free -= 1;
+                }
+                if queue.is_empty() {
+                    self.ready.remove(&e.id);
+                }
+            }
+            if free > 0 {
+                wanted.push((e.id.as_str(), free + read_ahead));
+                free_of.insert(e.id.as_str(), free);
+                limit += free;
+                ahead += read_ahead;
+            }
         }
-        let in_flight = &self.in_flight;
-        let due = self
-            .ctx
-            .store
-            .due_deliveries_of(&wanted, now, limit, MAX_SKIPPED, &|endpoint, msg| {
-                in_flight.contains(endpoint, msg)
-            })
-            .await?;
+        let limit = limit.min(DUE_WINDOW) + ahead;
+        let mut due = crate::store::DueJobs {
+            jobs: Vec::new(),
+            complete: true,
+        };
+        if !wanted.is_empty() {
+            let in_flight = &self.in_flight;
+            due = self
+                .ctx
+                .store
+                .due_deliveries_of(&wanted, now, limit, MAX_SKIPPED, &|endpoint, msg| {
+                    in_flight.contains(endpoint, msg)
+                })
+                .await?;
+        }
         drop(wanted);
+        // What a parallel endpoint has no free slot for now waits in `ready`.
+        for job in due.jobs {
+            match free_of.get_mut(job.endpoint_id.as_str()) {
+                Some(0) => {
+                    self.in_flight
+                        .insert(&(job.endpoint_id.clone(), job.msg_id.clone()));
+                    self.ready
+                        .entry(job.endpoint_id.clone())
+                        .or_default()
+                        .push_back(job);
+                }
+                Some(free) => {
+                    *free -= 1;
+                    jobs.push(job);
+                }
+                None => jobs.push(job),
+            }
+        }
+        drop(free_of);
+        let due = crate::store::DueJobs {
+            jobs,
+            complete: due.complete,
+        };
         let seen = self.dispatch_due(due.jobs, endpoints).await?;
         if due.complete {
             return Ok(());
@@ -697,6 +764,26 @@ impl DispatchState {
             self.dispatch_due(recent, endpoints).await?;
         }
         Ok(())
+    }
+
+    /// Drops what was read ahead for endpoints that are gone or no longer active (their jobs stay
+    /// pending in the store and are read again once they are).
+    fn drop_ready_of_inactive(&mut self, endpoints: &Endpoints) {
+        let inactive: Vec<String> = self
+            .ready
+            .keys()
+            .filter(|id| {
+                endpoints
+                    .get(*id)
+                    .is_none_or(|e| e.status != EndpointStatus::Active)
+            })
+            .cloned()
+            .collect();
+        for id in inactive {
+            for job in self.ready.remove(&id).into_iter().flatten() {
+                self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
+            }
+        }
     }
 
     /// An endpoint's due pending jobs from its log, oldest first: pages are read newest first
