@@ -700,6 +700,13 @@ impl DispatchState {
                 }
             }
             if free > 0 {
+                // A rate-limited endpoint takes fewer than its free slots most passes, and what
+                // it does not take is dropped again: nothing is read ahead for it.
+                let read_ahead = if e.rate_limit.is_some() {
+                    0
+                } else {
+                    read_ahead
+                };
                 wanted.push((e.id.as_str(), free + read_ahead));
                 free_of.insert(e.id.as_str(), free);
                 limit += free;
