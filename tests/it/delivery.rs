@@ -854,6 +854,55 @@ async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
     app.stop().await;
 }
 
+/// A FIFO endpoint whose first message fails with a backlog longer than one scheduling window
+/// behind it: the retried head is due after every message queued behind it, and must still go
+/// first (and then the rest, in order).
+#[tokio::test]
+async fn a_fifo_endpoint_retries_its_head_behind_a_long_backlog() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(deliver_locally).await;
+    let (id, _) = endpoint(
+        &app,
+        format!("{base}/fifo"),
+        json!(["case.created"]),
+        json!({"ordering": "fifo", "status": "paused",
+               "retry_policy": {"kind": "schedule", "delays": ["30ms", "30ms", "30ms"]}}),
+    )
+    .await;
+    let cases = 80;
+    for i in 0..cases {
+        app.intake(&format!(
+            "Ticket {i}: our SSL certificate expired and browsers complain."
+        ))
+        .await;
+    }
+    rx.fail_next("fifo", 2, 500);
+    let r = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    settle("every message delivered", || {
+        rx.got("fifo").len() == cases + 2
+    })
+    .await;
+    let ids: Vec<String> = rx
+        .got("fifo")
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {ids:?}"
+    );
+    assert_eq!(ids.iter().filter(|id| **id == ids[0]).count(), 3);
+    app.stop().await;
+}
+
 /// How many times the dispatcher has asked the store where the outbox ends.
 async fn outbox_end_calls(app: &TestApp) -> f64 {
     let text = app.metrics_text().await;

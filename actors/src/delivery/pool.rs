@@ -80,6 +80,16 @@ const READ_AHEAD: usize = 32;
 /// How long a node leaves a FIFO endpoint leased by another node before trying again.
 const FIFO_RETRY: Duration = Duration::from_secs(1);
 
+/// What a scheduling pass takes for a FIFO endpoint.
+enum FifoNext {
+    /// Its head, due now.
+    Head(DeliveryJob),
+    /// It has no head: its oldest due job.
+    Oldest,
+    /// Nothing now (busy, head not yet due or in flight, or another node sends to it).
+    Nothing,
+}
+
 /// One job for a worker.
 #[derive(Debug)]
 pub struct Work {
@@ -523,10 +533,7 @@ impl DispatchState {
 
     /// FIFO: a job goes only when it is the endpoint's head, or when there is no head and it is the
     /// endpoint's oldest due job (due jobs arrive earliest-due first, and never-tried jobs are due
-    /// at their event time, so the first one seen is the oldest). The head is found in the log
-    /// after a restart or once this node takes the endpoint's lease: the oldest pending job,
-    /// whatever its due time (a first attempt another node claimed, or abandoned in flight, is
-    /// due again only once its claim runs out, and nothing may overtake it meanwhile).
+    /// at their event time, so the first one seen is the oldest).
     async fn fifo_allows(
         &mut self,
         endpoint: &Endpoint,
@@ -535,21 +542,9 @@ impl DispatchState {
         if !self.fifo_lease(&endpoint.id).await {
             return Ok(false);
         }
-        if !self.fifo_head.contains_key(&endpoint.id) {
-            let log = self
-                .ctx
-                .store
-                .endpoint_deliveries(&endpoint.id, None, 10_000)
-                .await?;
-            let head = log
-                .iter()
-                .rev()
-                .find(|j| j.state == DeliveryState::Pending)
-                .map(|j| j.msg_id.clone());
-            self.fifo_head.insert(endpoint.id.clone(), head);
-        }
+        let head = self.fifo_head_of(&endpoint.id).await?;
         let in_flight = self.per_endpoint.get(&endpoint.id).copied().unwrap_or(0);
-        match self.fifo_head.get(&endpoint.id).cloned().flatten() {
+        match head {
             Some(head) => Ok(head == job.msg_id && in_flight == 0),
             None if in_flight == 0 => {
                 self.fifo_head
@@ -557,6 +552,55 @@ impl DispatchState {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    /// The message that owns FIFO endpoint `id` until it is settled, if any. Found in the log
+    /// after a restart or once this node takes the endpoint's lease: the oldest pending job,
+    /// whatever its due time (a first attempt another node claimed, or abandoned in flight, is
+    /// due again only once its claim runs out, and nothing may overtake it meanwhile).
+    async fn fifo_head_of(&mut self, id: &str) -> Result<Option<String>, crate::store::StoreError> {
+        if let Some(head) = self.fifo_head.get(id) {
+            return Ok(head.clone());
+        }
+        let log = self.ctx.store.endpoint_deliveries(id, None, 10_000).await?;
+        let head = log
+            .iter()
+            .rev()
+            .find(|j| j.state == DeliveryState::Pending)
+            .map(|j| j.msg_id.clone());
+        self.fifo_head.insert(id.to_string(), head.clone());
+        Ok(head)
+    }
+
+    /// What a pass should do for FIFO endpoint `id`, which has room. A head that was retried is
+    /// due after every message queued behind it, so it is loaded by itself rather than looked
+    /// for among the due jobs (a long backlog would hide it from any window).
+    async fn fifo_next(
+        &mut self,
+        id: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<FifoNext, crate::store::StoreError> {
+        if self.per_endpoint.get(id).copied().unwrap_or(0) > 0 || !self.fifo_lease(id).await {
+            return Ok(FifoNext::Nothing);
+        }
+        let Some(head) = self.fifo_head_of(id).await? else {
+            return Ok(FifoNext::Oldest);
+        };
+        if self.in_flight.contains(id, &head) {
+            return Ok(FifoNext::Nothing);
+        }
+        match self.ctx.store.load_delivery(id, &head).await? {
+            Some(job) if job.state == DeliveryState::Pending => Ok(if job.due_at <= now {
+                FifoNext::Head(job)
+            } else {
+                FifoNext::Nothing
+            }),
+            // Settled meanwhile (or gone): the endpoint has no head until the oldest goes.
+            _ => {
+                self.fifo_head.insert(id.to_string(), None);
+                Ok(FifoNext::Oldest)
+            }
         }
     }
 
@@ -666,8 +710,7 @@ impl DispatchState {
         };
         // How many more jobs each endpoint may take: a parallel endpoint's free slots are filled
         // from what was read ahead first, then from the store (reading ahead again). A FIFO
-        // endpoint takes one at a time, but which one is decided by `fifo_allows`, so its jobs
-        // are not counted.
+        // endpoint takes one at a time: its head, or with none its oldest due job.
         let mut jobs = Vec::new();
         let mut wanted: Vec<(&str, usize)> = Vec::new();
         let mut free_of: HashMap<&str, usize> = HashMap::new();
@@ -678,8 +721,14 @@ impl DispatchState {
             }
             let mut free = match e.ordering {
                 DeliveryOrdering::Fifo => {
-                    wanted.push((e.id.as_str(), DUE_WINDOW));
-                    limit += DUE_WINDOW;
+                    match self.fifo_next(&e.id, now).await? {
+                        FifoNext::Head(job) => jobs.push(job),
+                        FifoNext::Oldest => {
+                            wanted.push((e.id.as_str(), 1));
+                            limit += 1;
+                        }
+                        FifoNext::Nothing => {}
+                    }
                     continue;
                 }
                 DeliveryOrdering::Parallel => {
