@@ -41,7 +41,7 @@ use super::sender::Sender;
 use crate::bus::EventBus;
 use crate::cluster::{Acquired, Allowance, Cluster};
 use crate::domain::{Event, EventKind};
-use crate::store::SharedStore;
+use crate::store::{DueJobs, SharedStore};
 use crate::telemetry::{ActorMetrics, Telemetry};
 
 /// Pool limits and the global retry policy.
@@ -763,20 +763,20 @@ impl DispatchState {
             }
         }
         let limit = limit.min(DUE_WINDOW) + ahead;
-        let mut due = crate::store::DueJobs {
-            jobs: Vec::new(),
-            complete: true,
-        };
-        if !wanted.is_empty() {
+        let due = if wanted.is_empty() {
+            DueJobs {
+                jobs: Vec::new(),
+                complete: true,
+            }
+        } else {
             let in_flight = &self.in_flight;
-            due = self
-                .ctx
+            self.ctx
                 .store
                 .due_deliveries_of(&wanted, now, limit, MAX_SKIPPED, &|endpoint, msg| {
                     in_flight.contains(endpoint, msg)
                 })
-                .await?;
-        }
+                .await?
+        };
         drop(wanted);
         // What a parallel endpoint has no free slot for now waits in `ready`.
         for job in due.jobs {
@@ -797,11 +797,7 @@ impl DispatchState {
             }
         }
         drop(free_of);
-        let due = crate::store::DueJobs {
-            jobs,
-            complete: due.complete,
-        };
-        let seen = self.dispatch_due(due.jobs, endpoints).await?;
+        let seen = self.dispatch_due(jobs, endpoints).await?;
         if due.complete {
             return Ok(());
         }

@@ -350,7 +350,7 @@ pub struct RoomMeta {
 }
 
 /// What [`SnapshotStore::due_deliveries_of`] found.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DueJobs {
     pub jobs: Vec<DeliveryJob>,
     /// Every wanted endpoint's due entries were looked at (as far as it wanted).
