@@ -203,6 +203,27 @@ pub(crate) fn deliver_locally(s: &mut casehub::Settings) {
     s.delivery.poll_interval = Duration::from_millis(20);
 }
 
+/// The `webhook-id`s the receiver got on `path`, in arrival order.
+pub(crate) fn webhook_ids(rx: &Receiver, path: &str) -> Vec<String> {
+    rx.got(path)
+        .iter()
+        .map(|g| g.header("webhook-id"))
+        .collect()
+}
+
+/// Sets endpoint `id`'s status through the API.
+async fn set_status(app: &TestApp, id: &str, status: &str) {
+    let r = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+}
+
 pub(crate) fn events_of(got: &[Got]) -> Vec<String> {
     got.iter()
         .map(|g| g.json()["event"].as_str().unwrap().to_string())
@@ -289,15 +310,7 @@ async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_res
     assert!(rx.got("d").is_empty(), "an unsubscribed endpoint received");
 
     // Resumed, the paused endpoint gets its whole queue.
-    let r = app
-        .send(
-            Method::PATCH,
-            &format!("/v1/webhooks/endpoints/{paused}"),
-            Some(ADMIN_KEY),
-            Some(json!({"status": "active"})),
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 200);
+    set_status(&app, &paused, "active").await;
     settle("c gets its queue", || rx.got("c").len() == 6).await;
     for g in rx.got("c") {
         assert_signed(&g, &secret_c);
@@ -332,24 +345,9 @@ async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_
         ))
         .await;
     }
-    let status = |status: &'static str| {
-        let app = &app;
-        let id = &id;
-        async move {
-            let r = app
-                .send(
-                    Method::PATCH,
-                    &format!("/v1/webhooks/endpoints/{id}"),
-                    Some(ADMIN_KEY),
-                    Some(json!({"status": status})),
-                )
-                .await;
-            assert_eq!(r.status.as_u16(), 200, "{}", r.body);
-        }
-    };
-    status("active").await;
+    set_status(&app, &id, "active").await;
     settle("the drain starts", || rx.got("drain").len() >= 3).await;
-    status("paused").await;
+    set_status(&app, &id, "paused").await;
     // What was in flight when the pause landed may still arrive; then nothing.
     let at_pause = rx.got("drain").len();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -367,14 +365,10 @@ async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_
     );
     assert!(paused < cases, "the backlog was gone before the pause");
 
-    status("active").await;
+    set_status(&app, &id, "active").await;
     settle("the rest arrives", || rx.got("drain").len() >= cases).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ids: Vec<String> = rx
-        .got("drain")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let ids = webhook_ids(&rx, "drain");
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), cases, "some message arrived twice");
     assert_eq!(unique.len(), cases);
@@ -428,11 +422,7 @@ async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables()
         rx.got("flaky").len() == 3
     })
     .await;
-    let ids: Vec<String> = rx
-        .got("flaky")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let ids = webhook_ids(&rx, "flaky");
     assert!(
         ids.iter().all(|id| id == &ids[0]),
         "webhook-id changed across retries"
@@ -531,11 +521,7 @@ async fn queued_deliveries_survive_kill_9_and_arrive_once_the_receiver_is_up() {
     })
     .await;
     server.kill9();
-    let before: std::collections::HashSet<String> = rx
-        .got("crash")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let before: std::collections::HashSet<String> = webhook_ids(&rx, "crash").into_iter().collect();
 
     rx.fail_next("crash", 0, 503);
     let _server = ServerProcess::start_with(&store, &env).await;
@@ -553,11 +539,7 @@ async fn queued_deliveries_survive_kill_9_and_arrive_once_the_receiver_is_up() {
     )
     .await;
     // The same message keeps its webhook-id across the crash.
-    let after: std::collections::HashSet<String> = rx
-        .got("crash")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let after: std::collections::HashSet<String> = webhook_ids(&rx, "crash").into_iter().collect();
     assert!(before.iter().all(|id| after.contains(id)));
     assert_eq!(after.len(), 5, "one webhook-id per acknowledged event");
 }
@@ -832,11 +814,7 @@ async fn a_fifo_endpoint_receives_strictly_in_order_while_failing() {
             .await;
     }
     settle("all six delivered", || rx.got("fifo").len() == 6 + 3).await;
-    let ids: Vec<String> = rx
-        .got("fifo")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let ids = webhook_ids(&rx, "fifo");
     // Message ids sort by creation: in FIFO order the received sequence never goes back, and a
     // message is only retried, never overtaken, while it fails.
     assert!(
@@ -877,24 +855,12 @@ async fn a_fifo_endpoint_retries_its_head_behind_a_long_backlog() {
         .await;
     }
     rx.fail_next("fifo", 2, 500);
-    let r = app
-        .send(
-            Method::PATCH,
-            &format!("/v1/webhooks/endpoints/{id}"),
-            Some(ADMIN_KEY),
-            Some(json!({"status": "active"})),
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    set_status(&app, &id, "active").await;
     settle("every message delivered", || {
         rx.got("fifo").len() == cases + 2
     })
     .await;
-    let ids: Vec<String> = rx
-        .got("fifo")
-        .iter()
-        .map(|g| g.header("webhook-id"))
-        .collect();
+    let ids = webhook_ids(&rx, "fifo");
     assert!(
         ids.windows(2).all(|w| w[0] <= w[1]),
         "out of order: {ids:?}"

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::delivery::{Receiver, assert_signed, endpoint, events_of, settle, start_receiver};
+use crate::delivery::{assert_signed, endpoint, events_of, settle, start_receiver, webhook_ids};
 use crate::harness::*;
 
 /// The certificate solution of the knowledge base has an automated fix.
@@ -62,13 +62,6 @@ fn history(case: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|h| h["status"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn webhook_ids(rx: &Receiver, path: &str) -> Vec<String> {
-    rx.got(path)
-        .iter()
-        .map(|g| g.header("webhook-id"))
         .collect()
 }
 
