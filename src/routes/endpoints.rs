@@ -250,7 +250,14 @@ async fn store_sealed(state: &AppState, endpoint: &mut Endpoint) -> ApiResult<()
         })?;
     sealer.seal_endpoint(endpoint);
     state.store.put_endpoint(endpoint).await?;
+    endpoints_changed(state);
     Ok(())
+}
+
+/// Wakes the delivery dispatcher after an endpoint write, so a pause, a deletion or a new
+/// secret stops what it read ahead now and a resumed endpoint starts now, not at the next poll.
+fn endpoints_changed(state: &AppState) {
+    let _ = state.dispatcher.cast(DispatchMsg::Tick);
 }
 
 async fn find(state: &AppState, id: &str) -> ApiResult<Endpoint> {
@@ -396,6 +403,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     state.auth.require_admin(&headers, ip)?;
     if state.store.delete_endpoint(&id).await? {
+        endpoints_changed(&state);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("Webhook endpoint not found"))

@@ -4,10 +4,14 @@
 //! The queue lives in the store; the pool only executes. The dispatcher fans events out to the
 //! endpoints subscribed to them (advancing a durable cursor in the same write), then picks due
 //! jobs, at most `per_endpoint` being sent per endpoint so one slow endpoint cannot take every
-//! worker. A worker makes one attempt, tells the dispatcher it was answered (which frees the
-//! endpoint's slot) and hands the outcome to the [`super::recorder`], which stores attempts in
-//! batches and then tells the dispatcher which jobs are recorded; a job stays in flight until
-//! then. After a restart everything pending is simply due again.
+//! worker. A worker makes an attempt and hands the outcome to the [`super::recorder`], which
+//! stores attempts in batches and then tells the dispatcher which jobs are recorded; a job stays
+//! in flight until then. On a single node an endpoint with a backlog has its due jobs read ahead
+//! into a [`ReadyQueue`], and a worker goes on with the endpoint's next jobs from there while they
+//! are acknowledged (a run of at most `RUN_MAX`, in the same slot), so a backlog does not cost
+//! a dispatcher pass and a factory hand-off per job. When the run ends the worker tells the
+//! dispatcher how each attempt was answered, which frees the endpoint's slot. After a restart
+//! everything pending is simply due again.
 //!
 //! Endpoints are stored with sealed secrets ([`super::sealing`]); the dispatcher opens them into
 //! the copies it hands to workers, and whatever a worker writes back is reloaded from the store
@@ -75,8 +79,13 @@ const MAX_SKIPPED: usize = 4096;
 const RECENT_WINDOW: usize = 64;
 const RECENT_PAGES: usize = 16;
 /// Due jobs read ahead per parallel endpoint when no other node shares the store (see
-/// `DispatchState::ready`).
-const READ_AHEAD: usize = 32;
+/// [`ReadyQueue`]).
+const READ_AHEAD: usize = 64;
+/// A run asks the dispatcher to top its endpoint's queue up once this many are left.
+const REFILL_AT: usize = READ_AHEAD / 2;
+/// Most jobs one run sends before its worker goes back to the factory (so other endpoints' jobs
+/// queued there get a worker in turn).
+const RUN_MAX: usize = 16;
 /// How long a node leaves a FIFO endpoint leased by another node before trying again.
 const FIFO_RETRY: Duration = Duration::from_secs(1);
 
@@ -90,11 +99,51 @@ enum FifoNext {
     Nothing,
 }
 
-/// One job for a worker.
+/// One job for a worker, and where the rest of its run comes from.
 #[derive(Debug)]
 pub struct Work {
     job: DeliveryJob,
     endpoint: Arc<Endpoint>,
+    /// The endpoint's read-ahead queue, when it has one: after an acknowledged attempt the worker
+    /// takes the endpoint's next job from it (a run, in the same slot), up to [`RUN_MAX`] jobs.
+    more: Option<Arc<ReadyQueue>>,
+}
+
+/// The due jobs of one parallel endpoint read ahead of their turn, when no other node shares the
+/// store. The dispatcher fills it; a job handed out starts a run, and the run takes the next ones
+/// from here, so a backlog drains without a dispatcher pass and a factory hand-off per job.
+/// Only a cache of what is pending in the store: its jobs count as in flight (nothing reads
+/// them twice), and a job dropped from here is simply read again. The dispatcher empties it once
+/// the endpoint is no longer active or has changed (a run then ends after its current job).
+#[derive(Debug)]
+pub struct ReadyQueue {
+    /// The endpoint as opened when the queue was made.
+    endpoint: Arc<Endpoint>,
+    jobs: parking_lot::Mutex<VecDeque<DeliveryJob>>,
+    /// A refill is asked for and the dispatcher has not looked at this endpoint since.
+    refill_asked: AtomicBool,
+}
+
+impl ReadyQueue {
+    fn new(endpoint: Arc<Endpoint>) -> ReadyQueue {
+        ReadyQueue {
+            endpoint,
+            jobs: parking_lot::Mutex::new(VecDeque::new()),
+            refill_asked: AtomicBool::new(false),
+        }
+    }
+
+    /// The next job for a run; asks `dispatcher` for more once few are left.
+    fn take(&self, dispatcher: &ActorRef<DispatchMsg>) -> Option<DeliveryJob> {
+        let (job, left) = {
+            let mut jobs = self.jobs.lock();
+            (jobs.pop_front(), jobs.len())
+        };
+        if left <= REFILL_AT && !self.refill_asked.swap(true, Ordering::AcqRel) {
+            let _ = dispatcher.cast(DispatchMsg::Refill);
+        }
+        job
+    }
 }
 
 /// Messages of the dispatcher.
@@ -102,10 +151,12 @@ pub struct Work {
 pub enum DispatchMsg {
     /// Look for new events and due jobs.
     Tick,
-    /// A worker's attempt was answered (or timed out): whether it was acknowledged, and whether
-    /// the job is settled (delivered or failed for good) rather than waiting for a retry. Frees
-    /// the endpoint's slot; the job stays in flight until it is recorded.
-    Answered(JobKey, bool, bool),
+    /// A worker's run for an endpoint ended: per attempt (in order) the msg id, whether it was
+    /// acknowledged, and whether the job is settled (delivered or failed for good) rather than
+    /// waiting for a retry. Frees the endpoint's slot; the jobs stay in flight until recorded.
+    Answered(String, Vec<(String, bool, bool)>),
+    /// A run found few jobs left in its endpoint's read-ahead queue: top the queues up.
+    Refill,
     /// Attempts were stored (`true`) or could not be (`false`: the jobs go again); either way
     /// the jobs leave the in-flight set.
     Recorded(Vec<(JobKey, bool)>),
@@ -235,12 +286,9 @@ pub struct DispatchState {
     opened: HashMap<String, (Endpoint, Arc<Endpoint>)>,
     /// FIFO endpoints another node sends to, with when to try for their lease again.
     fifo_elsewhere: HashMap<String, Instant>,
-    /// Due jobs of parallel endpoints read ahead of their turn, when no other node shares the
-    /// store: a freed slot takes the next one from here instead of reading the store again.
-    /// Only a cache of what is pending in the store: they count as in flight (so no read hands
-    /// them out twice) and a job dropped from here is simply read again. An endpoint's are
-    /// dropped once it is no longer active.
-    ready: HashMap<String, VecDeque<DeliveryJob>>,
+    /// Due jobs of parallel endpoints read ahead of their turn, shared with the runs sending
+    /// them (see [`ReadyQueue`]).
+    ready: HashMap<String, Arc<ReadyQueue>>,
 }
 
 impl DeliveryDispatcher {
@@ -360,21 +408,24 @@ impl Actor for DeliveryDispatcher {
         let fan_out = matches!(msg, DispatchMsg::Tick);
         let mut run_cycle = true;
         match msg {
-            DispatchMsg::Answered(key, delivered, settled) => {
+            DispatchMsg::Answered(endpoint, attempts) => {
                 // More answers are queued: the last of them schedules for all.
                 let before = state.wakeups.answering.fetch_sub(1, Ordering::AcqRel);
                 run_cycle = before <= 1;
-                if let Some(n) = state.per_endpoint.get_mut(&key.0) {
+                if let Some(n) = state.per_endpoint.get_mut(&endpoint) {
                     *n = n.saturating_sub(1);
                 }
-                state.record_outcome(&key.0, delivered);
-                // A FIFO endpoint stays with this message until it is settled. Knowing that in
-                // memory is enough: the job itself stays in flight until it is recorded, and
-                // after a crash the head is read back from the store.
-                if settled && state.fifo_head.get(&key.0) == Some(&Some(key.1.clone())) {
-                    state.fifo_head.insert(key.0.clone(), None);
+                for (msg, delivered, settled) in attempts {
+                    state.record_outcome(&endpoint, delivered);
+                    // A FIFO endpoint stays with this message until it is settled. Knowing that
+                    // in memory is enough: the job itself stays in flight until it is recorded,
+                    // and after a crash the head is read back from the store.
+                    if settled && state.fifo_head.get(&endpoint) == Some(&Some(msg)) {
+                        state.fifo_head.insert(endpoint.clone(), None);
+                    }
                 }
             }
+            DispatchMsg::Refill => {}
             DispatchMsg::Recorded(keys) => {
                 for (key, recorded) in keys {
                     state.in_flight.remove(&key);
@@ -702,64 +753,75 @@ impl DispatchState {
     /// that go when the scan reaches them).
     async fn schedule(&mut self, endpoints: &Endpoints) -> Result<(), crate::store::StoreError> {
         let now = Utc::now();
-        self.drop_ready_of_inactive(endpoints);
+        self.drop_stale_ready(endpoints);
         let read_ahead = if self.ctx.cluster.is_shared() {
             0
         } else {
             READ_AHEAD
         };
         // How many more jobs each endpoint may take: a parallel endpoint's free slots are filled
-        // from what was read ahead first, then from the store (reading ahead again). A FIFO
-        // endpoint takes one at a time: its head, or with none its oldest due job.
+        // from what was read ahead first, then from the store, which also tops its read-ahead
+        // queue up (even with no slot free: its runs take from there). A FIFO endpoint takes one
+        // at a time: its head, or with none its oldest due job.
         let mut jobs = Vec::new();
         let mut wanted: Vec<(&str, usize)> = Vec::new();
         let mut free_of: HashMap<&str, usize> = HashMap::new();
         let (mut limit, mut ahead) = (0, 0);
         for e in endpoints.values() {
-            if e.status != EndpointStatus::Active || !self.has_room(&e.id) {
+            if e.status != EndpointStatus::Active {
                 continue;
             }
-            let mut free = match e.ordering {
-                DeliveryOrdering::Fifo => {
-                    match self.fifo_next(&e.id, now).await? {
-                        FifoNext::Head(job) => jobs.push(job),
-                        FifoNext::Oldest => {
-                            wanted.push((e.id.as_str(), 1));
-                            limit += 1;
-                        }
-                        FifoNext::Nothing => {}
-                    }
+            if e.ordering == DeliveryOrdering::Fifo {
+                if !self.has_room(&e.id) {
                     continue;
                 }
-                DeliveryOrdering::Parallel => {
-                    let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
-                    self.ctx.settings.per_endpoint.saturating_sub(busy)
+                match self.fifo_next(&e.id, now).await? {
+                    FifoNext::Head(job) => jobs.push(job),
+                    FifoNext::Oldest => {
+                        wanted.push((e.id.as_str(), 1));
+                        limit += 1;
+                    }
+                    FifoNext::Nothing => {}
                 }
-            };
-            if let Some(queue) = self.ready.get_mut(&e.id) {
+                continue;
+            }
+            let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
+            let allowed = self.circuit_allows(&e.id, busy);
+            if allowed == 0 {
+                continue;
+            }
+            let mut free = self
+                .ctx
+                .settings
+                .per_endpoint
+                .saturating_sub(busy)
+                .min(allowed);
+            let mut queued = 0;
+            if let Some(queue) = self.ready.get(&e.id) {
+                let mut ready = queue.jobs.lock();
+                // They stay in flight until the store is read (so it does not hand them out
+                // again), then go to `dispatch_due` like any due job.
                 while free > 0
-                    && let Some(job) = queue.pop_front()
+                    && let Some(job) = ready.pop_front()
                 {
-                    self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
                     jobs.push(job);
                     free -= 1;
                 }
-                if queue.is_empty() {
-                    self.ready.remove(&e.id);
-                }
+                queued = ready.len();
+                queue.refill_asked.store(false, Ordering::Release);
             }
-            if free > 0 {
-                // A rate-limited endpoint takes fewer than its free slots most passes, and what
-                // it does not take is dropped again: nothing is read ahead for it.
-                let read_ahead = if e.rate_limit.is_some() {
-                    0
-                } else {
-                    read_ahead
-                };
-                wanted.push((e.id.as_str(), free + read_ahead));
+            // A rate-limited endpoint takes fewer than its free slots most passes, and what it
+            // does not take would be dropped again: nothing is read ahead for it.
+            let top_up = if e.rate_limit.is_some() {
+                0
+            } else {
+                read_ahead.saturating_sub(queued)
+            };
+            if free > 0 || (top_up > 0 && queued <= REFILL_AT) {
+                wanted.push((e.id.as_str(), free + top_up));
                 free_of.insert(e.id.as_str(), free);
                 limit += free;
-                ahead += read_ahead;
+                ahead += top_up;
             }
         }
         let limit = limit.min(DUE_WINDOW) + ahead;
@@ -778,15 +840,23 @@ impl DispatchState {
                 .await?
         };
         drop(wanted);
-        // What a parallel endpoint has no free slot for now waits in `ready`.
+        for job in &jobs {
+            self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
+        }
+        // What a parallel endpoint has no free slot for now waits in its read-ahead queue.
         for job in due.jobs {
             match free_of.get_mut(job.endpoint_id.as_str()) {
                 Some(0) => {
+                    let Some(endpoint) = endpoints.get(&job.endpoint_id) else {
+                        continue;
+                    };
                     self.in_flight
                         .insert(&(job.endpoint_id.clone(), job.msg_id.clone()));
                     self.ready
                         .entry(job.endpoint_id.clone())
-                        .or_default()
+                        .or_insert_with(|| Arc::new(ReadyQueue::new(endpoint.clone())))
+                        .jobs
+                        .lock()
                         .push_back(job);
                 }
                 Some(free) => {
@@ -818,21 +888,25 @@ impl DispatchState {
         Ok(())
     }
 
-    /// Drops what was read ahead for endpoints that are gone or no longer active (their jobs stay
-    /// pending in the store and are read again once they are).
-    fn drop_ready_of_inactive(&mut self, endpoints: &Endpoints) {
-        let inactive: Vec<String> = self
+    /// Drops what was read ahead for endpoints that are gone, no longer active or changed (their
+    /// jobs stay pending in the store and are read again once they may go; a run sending to such
+    /// an endpoint finds its queue empty and ends after its current job).
+    fn drop_stale_ready(&mut self, endpoints: &Endpoints) {
+        let stale: Vec<String> = self
             .ready
-            .keys()
-            .filter(|id| {
-                endpoints
-                    .get(*id)
-                    .is_none_or(|e| e.status != EndpointStatus::Active)
+            .iter()
+            .filter(|(id, queue)| {
+                endpoints.get(*id).is_none_or(|e| {
+                    e.status != EndpointStatus::Active || !Arc::ptr_eq(e, &queue.endpoint)
+                })
             })
-            .cloned()
+            .map(|(id, _)| id.clone())
             .collect();
-        for id in inactive {
-            for job in self.ready.remove(&id).into_iter().flatten() {
+        for id in stale {
+            let Some(queue) = self.ready.remove(&id) else {
+                continue;
+            };
+            for job in queue.jobs.lock().drain(..) {
                 self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
             }
         }
@@ -932,11 +1006,17 @@ impl DispatchState {
                 .or_default();
             *busy += 1;
             self.in_flight.insert(&key);
+            let more = self
+                .ready
+                .get(&job.endpoint_id)
+                .filter(|queue| Arc::ptr_eq(&queue.endpoint, endpoint))
+                .cloned();
             chosen.push((
                 key,
                 Work {
                     job,
                     endpoint: endpoint.clone(),
+                    more,
                 },
             ));
         }
@@ -1052,19 +1132,66 @@ impl Worker for DeliveryWorker {
     ) -> Result<JobKey, ActorProcessingErr> {
         let started = Instant::now();
         self.ctx.worker_metrics.mailbox.dec();
-        self.attempt(&key, msg).await;
+        self.run(msg).await;
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
     }
 }
 
+/// How one attempt went, for the dispatcher.
+struct Answer {
+    msg_id: String,
+    delivered: bool,
+    settled: bool,
+    /// Whether the outcome was stored by the worker itself (a 410 or a fix request) rather
+    /// than handed to the recorder.
+    recorded_here: Option<bool>,
+}
+
 impl DeliveryWorker {
+    /// Sends the job, then while its endpoint acknowledges, the endpoint's next read-ahead jobs
+    /// (at most [`RUN_MAX`] in all), one at a time in the endpoint's slot; then tells the
+    /// dispatcher how each went, which frees the slot.
+    async fn run(
+        &self,
+        Work {
+            job,
+            endpoint,
+            more,
+        }: Work,
+    ) {
+        let mut answers = Vec::new();
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            let answer = self.attempt(job, &endpoint).await;
+            let go_on = answer.delivered && answer.recorded_here.is_none();
+            answers.push(answer);
+            if go_on && answers.len() < RUN_MAX {
+                next = more.as_ref().and_then(|queue| queue.take(&self.dispatcher));
+            }
+        }
+        let recorded_here: Vec<(JobKey, bool)> = answers
+            .iter()
+            .filter_map(|a| Some(((endpoint.id.clone(), a.msg_id.clone()), a.recorded_here?)))
+            .collect();
+        self.answered(
+            &endpoint.id,
+            answers
+                .into_iter()
+                .map(|a| (a.msg_id, a.delivered, a.settled))
+                .collect(),
+        );
+        if !recorded_here.is_empty() {
+            let _ = self.dispatcher.cast(DispatchMsg::Recorded(recorded_here));
+        }
+    }
+
     /// One attempt. An ordinary outcome goes to the recorder (the worker is free once it is
     /// queued there); a 410 or a fix request is recorded here first, as what follows it needs
     /// the outcome stored (the endpoint is disabled before its slot frees, the case reads it).
-    async fn attempt(&self, key: &JobKey, Work { mut job, endpoint }: Work) {
+    async fn attempt(&self, mut job: DeliveryJob, endpoint: &Endpoint) -> Answer {
         let now = Utc::now();
-        let body = render(&endpoint, &job);
+        let body = render(endpoint, &job);
         let fix = self
             .ctx
             .fix
@@ -1072,7 +1199,7 @@ impl DeliveryWorker {
             .filter(|_| endpoint.id == FIX_ENDPOINT_ID);
         let sender = fix.map_or(&self.ctx.sender, |f| &f.sender);
         let outcome = sender
-            .send(&endpoint, &job.msg_id, &job.event, body, now)
+            .send(endpoint, &job.msg_id, &job.event, body, now)
             .await;
         let gone = outcome.status == Some(410);
         let label = match (outcome.delivered(), gone, outcome.status) {
@@ -1118,19 +1245,26 @@ impl DeliveryWorker {
         );
         let delivered = job.state == DeliveryState::Delivered;
         let settled = job.state != DeliveryState::Pending;
+        let msg_id = job.msg_id.clone();
         if fix.is_none() && !gone {
-            self.answered(key, delivered, settled);
             let queued = self.recorder.send(Outcome {
                 job,
                 delivered,
                 at: now,
             });
             // The recorder only stops with the pool; then record here.
-            if let Err(mpsc::error::SendError(Outcome { job, .. })) = queued.await {
-                let recorded = self.record_now(&job).await;
-                self.recorded(key, recorded);
-            }
-            return;
+            let recorded_here = match queued.await {
+                Ok(()) => None,
+                Err(mpsc::error::SendError(Outcome { job, .. })) => {
+                    Some(self.record_now(&job).await)
+                }
+            };
+            return Answer {
+                msg_id,
+                delivered,
+                settled,
+                recorded_here,
+            };
         }
         let mut recorded = self.record_now(&job).await;
         if recorded && let Some(fix) = fix {
@@ -1146,12 +1280,16 @@ impl DeliveryWorker {
             && let Err(e) =
                 recorder::disable(&self.ctx, &endpoint.id, "the endpoint answered 410 Gone").await
         {
-            tracing::warn!(endpoint = %key.0, error = %e, "disabling a gone endpoint failed");
+            tracing::warn!(endpoint = %endpoint.id, error = %e, "disabling a gone endpoint failed");
             recorded = false;
         }
         // As before batching: an outcome that could not be recorded counts as a failure.
-        self.answered(key, delivered && recorded, settled && recorded);
-        self.recorded(key, recorded);
+        Answer {
+            msg_id,
+            delivered: delivered && recorded,
+            settled: settled && recorded,
+            recorded_here: Some(recorded),
+        }
     }
 
     /// Stores one attempt now; false (logged) when the store failed.
@@ -1165,23 +1303,16 @@ impl DeliveryWorker {
         }
     }
 
-    /// Tells the dispatcher the attempt was answered (see [`Wakeups`]).
-    fn answered(&self, key: &JobKey, delivered: bool, settled: bool) {
+    /// Tells the dispatcher a run was answered (see [`Wakeups`]).
+    fn answered(&self, endpoint: &str, attempts: Vec<(String, bool, bool)>) {
         self.wakeups.answering.fetch_add(1, Ordering::AcqRel);
         if self
             .dispatcher
-            .cast(DispatchMsg::Answered(key.clone(), delivered, settled))
+            .cast(DispatchMsg::Answered(endpoint.to_string(), attempts))
             .is_err()
         {
             self.wakeups.answering.fetch_sub(1, Ordering::AcqRel);
         }
-    }
-
-    /// Tells the dispatcher the job may be taken again.
-    fn recorded(&self, key: &JobKey, recorded: bool) {
-        let _ = self
-            .dispatcher
-            .cast(DispatchMsg::Recorded(vec![(key.clone(), recorded)]));
     }
 }
 
