@@ -41,6 +41,8 @@ impl Got {
 #[derive(Clone, Default)]
 pub(crate) struct Receiver {
     got: Arc<Mutex<HashMap<String, Vec<Got>>>>,
+    /// Every request's path, in arrival order.
+    arrivals: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<HashMap<String, (u32, u16)>>>,
     slow: Arc<Mutex<HashMap<String, Duration>>>,
 }
@@ -48,6 +50,10 @@ pub(crate) struct Receiver {
 impl Receiver {
     pub(crate) fn got(&self, path: &str) -> Vec<Got> {
         self.got.lock().get(path).cloned().unwrap_or_default()
+    }
+    /// The paths requested, in arrival order.
+    pub(crate) fn arrivals(&self) -> Vec<String> {
+        self.arrivals.lock().clone()
     }
     pub(crate) fn fail_next(&self, path: &str, times: u32, status: u16) {
         self.fail.lock().insert(path.to_string(), (times, status));
@@ -68,11 +74,13 @@ async fn receive(
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    r.got
-        .lock()
-        .entry(path.clone())
-        .or_default()
-        .push(Got { headers, body });
+    {
+        let mut got = r.got.lock();
+        got.entry(path.clone())
+            .or_default()
+            .push(Got { headers, body });
+        r.arrivals.lock().push(path.clone());
+    }
     let mut fail = r.fail.lock();
     match fail.get_mut(&path) {
         Some((n, status)) if *n > 0 => {
@@ -372,6 +380,121 @@ async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), cases, "some message arrived twice");
     assert_eq!(unique.len(), cases);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlogged_endpoint_takes_turns_for_workers_with_the_others() {
+    // One worker: an endpoint draining a backlog sends a run of jobs per turn, then the worker
+    // goes back to the factory, so another endpoint's job waits at most one run.
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.workers = 1;
+    })
+    .await;
+    rx.answer_after("busy", Duration::from_millis(5));
+    let paused = json!({"status": "paused"});
+    let (busy, _) = endpoint(
+        &app,
+        format!("{base}/busy"),
+        json!(["case.created"]),
+        paused.clone(),
+    )
+    .await;
+    let (other, _) = endpoint(
+        &app,
+        format!("{base}/other"),
+        json!(["case.created"]),
+        paused,
+    )
+    .await;
+    let cases = 100;
+    for i in 0..cases {
+        app.intake(&format!(
+            "Ticket {i}: the export button does nothing when I click it."
+        ))
+        .await;
+    }
+    set_status(&app, &busy, "active").await;
+    settle("the backlog starts", || !rx.got("busy").is_empty()).await;
+    set_status(&app, &other, "active").await;
+    let at_resume = rx.got("busy").len();
+    settle("the other endpoint gets its turn", || {
+        !rx.got("other").is_empty()
+    })
+    .await;
+    let before_turn = rx
+        .arrivals()
+        .iter()
+        .take_while(|path| *path != "other")
+        .count();
+    assert!(
+        before_turn < at_resume + 40,
+        "{} deliveries to the busy endpoint went before the other's first ({at_resume} at its resume)",
+        before_turn
+    );
+    assert!(
+        before_turn < cases,
+        "the backlog was gone before the other's turn"
+    );
+    settle("both drain", || {
+        rx.got("busy").len() >= cases && rx.got("other").len() >= cases
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_rotated_mid_backlog_signs_the_rest() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.per_endpoint_concurrency = 1;
+    })
+    .await;
+    rx.answer_after("rotating", Duration::from_millis(20));
+    let (id, old_secret) = endpoint(
+        &app,
+        format!("{base}/rotating"),
+        json!(["case.created"]),
+        json!({"status": "paused"}),
+    )
+    .await;
+    let cases = 40;
+    for i in 0..cases {
+        app.intake(&format!(
+            "Ticket {i}: the export button does nothing when I click it."
+        ))
+        .await;
+    }
+    set_status(&app, &id, "active").await;
+    settle("the drain starts", || rx.got("rotating").len() >= 3).await;
+    let rotated = app
+        .send(
+            Method::POST,
+            &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status.as_u16(), 200, "{}", rotated.body);
+    let new_secret = rotated.body["data"]["secret"].as_str().unwrap().to_string();
+    let at_rotation = rx.got("rotating").len();
+    settle("the rest arrives", || rx.got("rotating").len() >= cases).await;
+    let got = rx.got("rotating");
+    assert!(
+        at_rotation + 2 < cases,
+        "the backlog was gone before the rotation"
+    );
+    // What was in flight when the rotation landed may still carry the old secret alone; every
+    // later delivery is signed with the new one (and, during the overlap, the old one too).
+    for (i, delivery) in got.iter().enumerate() {
+        assert_standard_signed(delivery, &old_secret);
+        if i >= at_rotation + 2 {
+            assert_signed(delivery, &new_secret);
+        }
+    }
     app.stop().await;
 }
 

@@ -180,6 +180,10 @@ pub struct Wakeups {
     tick_queued: AtomicBool,
     /// `Answered` messages sent and not yet handled.
     answering: AtomicUsize,
+    /// Jobs handed to the factory that no worker has taken up yet: while any wait, a run ends
+    /// after its current job so they get its worker (one endpoint's backlog does not hold the
+    /// workers while other jobs wait).
+    waiting: AtomicUsize,
 }
 
 /// The dispatcher actor type.
@@ -1034,6 +1038,7 @@ impl DispatchState {
                 continue;
             }
             self.ctx.worker_metrics.queued();
+            self.wakeups.waiting.fetch_add(1, Ordering::AcqRel);
             let dispatched = self.factory.cast(FactoryMessage::Dispatch(Job {
                 key: key.clone(),
                 msg: work,
@@ -1041,6 +1046,7 @@ impl DispatchState {
                 accepted: None,
             }));
             if dispatched.is_err() {
+                self.wakeups.waiting.fetch_sub(1, Ordering::AcqRel);
                 self.in_flight.remove(&key);
                 if let Some(n) = self.per_endpoint.get_mut(&key.0) {
                     *n = n.saturating_sub(1);
@@ -1132,6 +1138,7 @@ impl Worker for DeliveryWorker {
     ) -> Result<JobKey, ActorProcessingErr> {
         let started = Instant::now();
         self.ctx.worker_metrics.mailbox.dec();
+        self.wakeups.waiting.fetch_sub(1, Ordering::AcqRel);
         self.run(msg).await;
         self.ctx.worker_metrics.handled(started.elapsed());
         Ok(key)
@@ -1149,9 +1156,9 @@ struct Answer {
 }
 
 impl DeliveryWorker {
-    /// Sends the job, then while its endpoint acknowledges, the endpoint's next read-ahead jobs
-    /// (at most [`RUN_MAX`] in all), one at a time in the endpoint's slot; then tells the
-    /// dispatcher how each went, which frees the slot.
+    /// Sends the job, then while its endpoint acknowledges and no other job waits for a worker,
+    /// the endpoint's next read-ahead jobs (at most [`RUN_MAX`] in all), one at a time in the
+    /// endpoint's slot; then tells the dispatcher how each went, which frees the slot.
     async fn run(
         &self,
         Work {
@@ -1166,7 +1173,8 @@ impl DeliveryWorker {
             let answer = self.attempt(job, &endpoint).await;
             let go_on = answer.delivered && answer.recorded_here.is_none();
             answers.push(answer);
-            if go_on && answers.len() < RUN_MAX {
+            if go_on && answers.len() < RUN_MAX && self.wakeups.waiting.load(Ordering::Acquire) == 0
+            {
                 next = more.as_ref().and_then(|queue| queue.take(&self.dispatcher));
             }
         }
