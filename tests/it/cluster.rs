@@ -469,3 +469,52 @@ async fn a_caller_gets_its_rate_limit_once_across_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_rate_limit_holds_across_nodes() {
+    let store = TestStore::private_redis();
+    let a = spawn_on(&store, deliver_locally).await;
+    let b = spawn_on(&store, deliver_locally).await;
+    let (base, rx) = start_receiver().await;
+    let (id, _) = endpoint(
+        &a,
+        format!("{base}/limited"),
+        json!(["case.created"]),
+        json!({"rate_limit": 5, "status": "paused"}),
+    )
+    .await;
+    let cases = 25;
+    for i in 0..cases {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let reply = node.post("/webhook/support/intake", intake_body(SSL)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // Both nodes' pools find the whole backlog due at once.
+    let resumed = a
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/webhooks/endpoints/{id}"),
+            Some(ADMIN_KEY),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    eventually(Duration::from_secs(20), || async {
+        (rx.got("limited").len() >= cases).then_some(())
+    })
+    .await;
+    // 25 at 5 per second (burst of 5) take four seconds on one allowance; with an allowance
+    // per node they would take one and a half.
+    let stamps: Vec<i64> = rx
+        .got("limited")
+        .iter()
+        .map(|g| g.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    let spread = stamps.iter().max().unwrap() - stamps.iter().min().unwrap();
+    assert!(
+        spread >= 3,
+        "25 deliveries at 5/s within {spread} s: {stamps:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
