@@ -610,7 +610,7 @@ impl DispatchState {
         }
     }
 
-    /// The message that owns FIFO endpoint `id` until it is settled, if any. Found in the log
+    /// The message that owns FIFO endpoint `id` until it is settled, if any. Read from the store
     /// after a restart or once this node takes the endpoint's lease: the oldest pending job,
     /// whatever its due time (a first attempt another node claimed, or abandoned in flight, is
     /// due again only once its claim runs out, and nothing may overtake it meanwhile).
@@ -618,12 +618,7 @@ impl DispatchState {
         if let Some(head) = self.fifo_head.get(id) {
             return Ok(head.clone());
         }
-        let log = self.ctx.store.endpoint_deliveries(id, None, 10_000).await?;
-        let head = log
-            .iter()
-            .rev()
-            .find(|j| j.state == DeliveryState::Pending)
-            .map(|j| j.msg_id.clone());
+        let head = self.ctx.store.oldest_pending_of(id).await?;
         self.fifo_head.insert(id.to_string(), head.clone());
         Ok(head)
     }

@@ -370,6 +370,7 @@ where
     deliveries::endpoint_log_pages(fresh().await).await;
     deliveries::deliveries_of_message(fresh().await).await;
     deliveries::backlog_counts(fresh().await).await;
+    deliveries::oldest_pending(fresh().await).await;
     deliveries::concurrent_updates(fresh().await).await;
     rooms::history_appends_and_trims(fresh().await).await;
     rooms::pending_index_follows_commits(fresh().await).await;

@@ -534,6 +534,10 @@ impl SnapshotStore for EmbeddedStore {
         self.read(deliveries::backlog)
     }
 
+    async fn oldest_pending_of(&self, endpoint_id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|txn| deliveries::oldest_pending_of(txn, endpoint_id))
+    }
+
     async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
         self.read(|txn| {

@@ -227,6 +227,14 @@ impl SnapshotStore for MeteredStore {
             .await
     }
 
+    async fn oldest_pending_of(&self, endpoint_id: &str) -> Result<Option<String>, StoreError> {
+        self.timed(
+            "oldest_pending_of",
+            self.inner.oldest_pending_of(endpoint_id),
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<Duration, StoreError> {
         self.timed("ping", self.inner.ping()).await
     }

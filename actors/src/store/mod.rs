@@ -299,6 +299,11 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// meant for health and metrics, not for every request.
     async fn delivery_backlog(&self) -> Result<BTreeMap<String, u64>, StoreError>;
 
+    /// The msg id of `endpoint_id`'s oldest pending job (msg ids grow with time), whatever its
+    /// due time: a FIFO endpoint's head, read back after a restart. Reads the endpoint's (or the
+    /// whole) due index, so once per endpoint, not per pass.
+    async fn oldest_pending_of(&self, endpoint_id: &str) -> Result<Option<String>, StoreError>;
+
     /// A cheap round trip, for health; returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;
 

@@ -421,6 +421,10 @@ impl SnapshotStore for RedisStore {
         self.backlog().await
     }
 
+    async fn oldest_pending_of(&self, endpoint_id: &str) -> Result<Option<String>, StoreError> {
+        self.oldest_pending(endpoint_id).await
+    }
+
     async fn ping(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })

@@ -521,6 +521,37 @@ pub async fn backlog_counts(store: SharedStore) {
     );
 }
 
+/// An endpoint's oldest pending job is found whatever its due time, and the next one once it
+/// is settled.
+pub async fn oldest_pending(store: SharedStore) {
+    assert_eq!(store.oldest_pending_of("wh_a").await.unwrap(), None);
+    let t0 = now_ms();
+    let events: Vec<Event> = (0..4).map(|i| event_at(t0 + ms(i))).collect();
+    let mut jobs: Vec<DeliveryJob> = events.iter().map(|e| DeliveryJob::new(e, "wh_a")).collect();
+    // Another endpoint's older job is not this endpoint's.
+    let other = DeliveryJob::new(&event_at(t0 - ms(1)), "wh_ab");
+    store
+        .enqueue_deliveries([vec![other], jobs.clone()].concat(), "msg_cursor")
+        .await
+        .unwrap();
+    let oldest = || async { store.oldest_pending_of("wh_a").await.unwrap() };
+    assert_eq!(oldest().await, Some(jobs[0].msg_id.clone()));
+    // Retried an hour later: due after all the others, still the oldest.
+    jobs[0].record(attempt(Some(503), t0), Some(t0 + ms(3_600_000)));
+    store.update_delivery(&jobs[0]).await.unwrap();
+    assert_eq!(oldest().await, Some(jobs[0].msg_id.clone()));
+    // Delivered, then the next one failed for good: the one after.
+    jobs[0].record(attempt(Some(200), t0), None);
+    jobs[1].record(attempt(Some(500), t0), None);
+    store.update_deliveries(&jobs[..2]).await.unwrap();
+    assert_eq!(oldest().await, Some(jobs[2].msg_id.clone()));
+    for job in &mut jobs[2..] {
+        job.record(attempt(Some(200), t0), None);
+    }
+    store.update_deliveries(&jobs[2..]).await.unwrap();
+    assert_eq!(oldest().await, None);
+}
+
 /// Many concurrent updates (the group-commit path) all land with their index entries.
 pub async fn concurrent_updates(store: SharedStore) {
     let t0 = now_ms();

@@ -454,6 +454,26 @@ pub(super) fn endpoint_log(
     Ok(out)
 }
 
+/// The smallest msg id among `endpoint`'s entries in the per-endpoint due index (its keys only).
+pub(super) fn oldest_pending_of(
+    txn: &ReadTransaction,
+    endpoint: &str,
+) -> Result<Option<String>, StoreError> {
+    let by_endpoint = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
+    let mut oldest: Option<String> = None;
+    for entry in by_endpoint
+        .range((endpoint, 0, "")..=(endpoint, u64::MAX, MAX_ID))
+        .map_err(backend)?
+    {
+        let (key, _) = entry.map_err(backend)?;
+        let (_, _, msg) = key.value();
+        if oldest.as_deref().is_none_or(|o| msg < o) {
+            oldest = Some(msg.to_string());
+        }
+    }
+    Ok(oldest)
+}
+
 /// Pending jobs per endpoint.
 pub(super) fn backlog(txn: &ReadTransaction) -> Result<BTreeMap<String, u64>, StoreError> {
     let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;

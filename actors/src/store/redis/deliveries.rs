@@ -303,11 +303,30 @@ impl RedisStore {
         Ok(self.load_jobs(keys).await?.into_iter().flatten().collect())
     }
 
-    pub(super) async fn backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+    /// The smallest msg id among `endpoint_id`'s members of the due set (read whole, as for the
+    /// backlog).
+    pub(super) async fn oldest_pending(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let prefix = format!("{endpoint_id}|");
+        Ok(self
+            .due_members()
+            .await?
+            .iter()
+            .filter_map(|member| member.strip_prefix(&prefix))
+            .min()
+            .map(str::to_string))
+    }
+
+    async fn due_members(&self) -> Result<Vec<String>, StoreError> {
         let due = self.key("delivery_due");
-        let members: Vec<String> = self
-            .run(|mut c| async move { c.zrange(due, 0, -1).await })
-            .await?;
+        self.run(|mut c| async move { c.zrange(due, 0, -1).await })
+            .await
+    }
+
+    pub(super) async fn backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let members = self.due_members().await?;
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for member in &members {
             let (endpoint, _) = member
