@@ -238,6 +238,16 @@ pub(crate) fn events_of(got: &[Got]) -> Vec<String> {
         .collect()
 }
 
+/// Opens `cases` cases, one `case.created` each.
+pub(crate) async fn intake_cases(app: &TestApp, cases: usize) {
+    for i in 0..cases {
+        app.intake(&format!(
+            "Ticket {i}: the export button does nothing when I click it."
+        ))
+        .await;
+    }
+}
+
 /// Waits until `check` holds, failing with `what` after 10 s.
 pub(crate) async fn settle(what: &str, check: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -327,34 +337,40 @@ async fn events_reach_exactly_their_subscribers_signed_and_paused_ones_after_res
     app.stop().await;
 }
 
-/// An endpoint paused while its backlog drains stops at once (the dispatcher reads due jobs
-/// ahead of their turn; none of those may go while it is paused), and once resumed it gets the
-/// rest, every message exactly once.
-#[tokio::test]
-async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_once_each() {
+/// An app sending to one endpoint at a time, and its endpoint at `path` (answering after
+/// `delay`) draining a backlog of `cases`: 3 have arrived. Answers the endpoint's id and secret.
+async fn draining(
+    path: &str,
+    delay: Duration,
+    cases: usize,
+) -> (TestApp, Receiver, String, String) {
     let (base, rx) = start_receiver().await;
     let app = spawn_app_with(|s| {
         deliver_locally(s);
         s.delivery.per_endpoint_concurrency = 1;
     })
     .await;
-    rx.answer_after("drain", Duration::from_millis(40));
-    let (id, _) = endpoint(
+    rx.answer_after(path, delay);
+    let (id, secret) = endpoint(
         &app,
-        format!("{base}/drain"),
+        format!("{base}/{path}"),
         json!(["case.created"]),
         json!({"status": "paused"}),
     )
     .await;
-    let cases = 40;
-    for i in 0..cases {
-        app.intake(&format!(
-            "Ticket {i}: the export button does nothing when I click it."
-        ))
-        .await;
-    }
+    intake_cases(&app, cases).await;
     set_status(&app, &id, "active").await;
-    settle("the drain starts", || rx.got("drain").len() >= 3).await;
+    settle("the drain starts", || rx.got(path).len() >= 3).await;
+    (app, rx, id, secret)
+}
+
+/// An endpoint paused while its backlog drains stops at once (the dispatcher reads due jobs
+/// ahead of their turn; none of those may go while it is paused), and once resumed it gets the
+/// rest, every message exactly once.
+#[tokio::test]
+async fn an_endpoint_paused_mid_backlog_stops_at_once_and_resumes_with_the_rest_once_each() {
+    let cases = 40;
+    let (app, rx, id, _) = draining("drain", Duration::from_millis(40), cases).await;
     set_status(&app, &id, "paused").await;
     // What was in flight when the pause landed may still arrive; then nothing.
     let at_pause = rx.got("drain").len();
@@ -410,12 +426,7 @@ async fn a_backlogged_endpoint_takes_turns_for_workers_with_the_others() {
     )
     .await;
     let cases = 100;
-    for i in 0..cases {
-        app.intake(&format!(
-            "Ticket {i}: the export button does nothing when I click it."
-        ))
-        .await;
-    }
+    intake_cases(&app, cases).await;
     set_status(&app, &busy, "active").await;
     settle("the backlog starts", || !rx.got("busy").is_empty()).await;
     set_status(&app, &other, "active").await;
@@ -447,39 +458,9 @@ async fn a_backlogged_endpoint_takes_turns_for_workers_with_the_others() {
 
 #[tokio::test]
 async fn a_secret_rotated_mid_backlog_signs_the_rest() {
-    let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        deliver_locally(s);
-        s.delivery.per_endpoint_concurrency = 1;
-    })
-    .await;
-    rx.answer_after("rotating", Duration::from_millis(20));
-    let (id, old_secret) = endpoint(
-        &app,
-        format!("{base}/rotating"),
-        json!(["case.created"]),
-        json!({"status": "paused"}),
-    )
-    .await;
     let cases = 40;
-    for i in 0..cases {
-        app.intake(&format!(
-            "Ticket {i}: the export button does nothing when I click it."
-        ))
-        .await;
-    }
-    set_status(&app, &id, "active").await;
-    settle("the drain starts", || rx.got("rotating").len() >= 3).await;
-    let rotated = app
-        .send(
-            Method::POST,
-            &format!("/v1/webhooks/endpoints/{id}/rotate-secret"),
-            Some(ADMIN_KEY),
-            None,
-        )
-        .await;
-    assert_eq!(rotated.status.as_u16(), 200, "{}", rotated.body);
-    let new_secret = rotated.body["data"]["secret"].as_str().unwrap().to_string();
+    let (app, rx, id, old_secret) = draining("rotating", Duration::from_millis(20), cases).await;
+    let new_secret = crate::secrets::rotate(&app, &id).await;
     let at_rotation = rx.got("rotating").len();
     settle("the rest arrives", || rx.got("rotating").len() >= cases).await;
     let got = rx.got("rotating");

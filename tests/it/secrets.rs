@@ -58,7 +58,8 @@ fn assert_absent(raw: &[u8], secret: &str) {
     assert!(!contains(raw, &secret["whsec_".len()..]));
 }
 
-async fn rotate(app: &TestApp, id: &str) -> String {
+/// Rotates endpoint `id`'s secret; answers the new one.
+pub(crate) async fn rotate(app: &TestApp, id: &str) -> String {
     let r = app
         .send(
             Method::POST,
