@@ -10,6 +10,7 @@ mod rooms;
 
 use crate::delivery::{
     Receiver, assert_signed, black_hole, deliver_locally, endpoint, start_receiver,
+    timestamp_spread,
 };
 use crate::fix::{approved_case, with_executor};
 use crate::harness::*;
@@ -505,12 +506,7 @@ async fn an_endpoint_rate_limit_holds_across_nodes() {
     .await;
     // 25 at 5 per second (burst of 5) take four seconds on one allowance; with an allowance
     // per node they would take one and a half.
-    let stamps: Vec<i64> = rx
-        .got("limited")
-        .iter()
-        .map(|g| g.header("webhook-timestamp").parse().unwrap())
-        .collect();
-    let spread = stamps.iter().max().unwrap() - stamps.iter().min().unwrap();
+    let (spread, stamps) = timestamp_spread(&rx, "limited");
     assert!(
         spread >= 3,
         "25 deliveries at 5/s within {spread} s: {stamps:?}"

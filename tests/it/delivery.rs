@@ -248,6 +248,18 @@ pub(crate) async fn intake_cases(app: &TestApp, cases: usize) {
     }
 }
 
+/// Seconds between the first and last `webhook-timestamp` the receiver got on `path`, and the
+/// timestamps.
+pub(crate) fn timestamp_spread(rx: &Receiver, path: &str) -> (i64, Vec<i64>) {
+    let stamps: Vec<i64> = rx
+        .got(path)
+        .iter()
+        .map(|g| g.header("webhook-timestamp").parse().unwrap())
+        .collect();
+    let spread = stamps.iter().max().unwrap() - stamps.iter().min().unwrap();
+    (spread, stamps)
+}
+
 /// Waits until `check` holds, failing with `what` after 10 s.
 pub(crate) async fn settle(what: &str, check: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -887,12 +899,7 @@ async fn an_endpoint_rate_limit_spreads_its_deliveries() {
     })
     .await;
     // 12 deliveries at 4 per second (burst of 4) cannot all fall in one second.
-    let stamps: Vec<i64> = rx
-        .got("slow")
-        .iter()
-        .map(|g| g.header("webhook-timestamp").parse().unwrap())
-        .collect();
-    let spread = stamps.iter().max().unwrap() - stamps.iter().min().unwrap();
+    let (spread, stamps) = timestamp_spread(&rx, "slow");
     assert!(
         spread >= 1,
         "12 deliveries within one second at 4/s: {stamps:?}"
