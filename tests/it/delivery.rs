@@ -468,6 +468,55 @@ async fn a_backlogged_endpoint_takes_turns_for_workers_with_the_others() {
     app.stop().await;
 }
 
+/// Failures in the middle of a drain end the runs that met them; the failed jobs are retried
+/// and every message arrives acknowledged exactly once, nothing twice.
+#[tokio::test]
+async fn failures_mid_drain_are_retried_and_nothing_goes_twice() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
+    })
+    .await;
+    let (id, secret) = endpoint(
+        &app,
+        format!("{base}/flaky"),
+        json!(["case.created"]),
+        json!({"status": "paused"}),
+    )
+    .await;
+    let cases = 100;
+    let failures = 4;
+    intake_cases(&app, cases).await;
+    set_status(&app, &id, "active").await;
+    settle("the drain starts", || rx.got("flaky").len() >= 20).await;
+    rx.fail_next("flaky", failures, 503);
+    settle("every message and the retries arrive", || {
+        rx.got("flaky").len() >= cases + failures as usize
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = rx.got("flaky");
+    assert_eq!(
+        got.len(),
+        cases + failures as usize,
+        "a delivery went twice"
+    );
+    let unique: std::collections::HashSet<String> = webhook_ids(&rx, "flaky").into_iter().collect();
+    assert_eq!(unique.len(), cases);
+    for delivery in &got {
+        assert_signed(delivery, &secret);
+    }
+    let health = app.send(Method::GET, "/api/health", None, None).await;
+    assert_eq!(
+        health.body["checks"]["delivery"]["backlog"],
+        json!(0),
+        "{}",
+        health.body
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_secret_rotated_mid_backlog_signs_the_rest() {
     let cases = 40;
