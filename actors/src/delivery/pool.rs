@@ -81,6 +81,9 @@ const RECENT_PAGES: usize = 16;
 /// Due jobs read ahead per parallel endpoint when no other node shares the store (see
 /// [`ReadyQueue`]).
 const READ_AHEAD: usize = 64;
+/// Most due jobs read ahead over all endpoints (about 10 MB of 2 KB envelopes), so many
+/// endpoints with a backlog at once do not hold their backlogs in memory.
+const READ_AHEAD_TOTAL: usize = 4096;
 /// A run asks the dispatcher to top its endpoint's queue up once this many are left.
 const REFILL_AT: usize = READ_AHEAD / 2;
 /// Most jobs one run sends before its worker goes back to the factory (so other endpoints' jobs
@@ -766,6 +769,7 @@ impl DispatchState {
         let mut wanted: Vec<(&str, usize)> = Vec::new();
         let mut free_of: HashMap<&str, usize> = HashMap::new();
         let (mut limit, mut ahead) = (0, 0);
+        let mut ready_total: usize = self.ready.values().map(|q| q.jobs.lock().len()).sum();
         for e in endpoints.values() {
             if e.status != EndpointStatus::Active {
                 continue;
@@ -787,6 +791,8 @@ impl DispatchState {
             let busy = self.per_endpoint.get(&e.id).copied().unwrap_or(0);
             let allowed = self.circuit_allows(&e.id, busy);
             if allowed == 0 {
+                // Its circuit is open: what it read ahead waits in the store instead.
+                ready_total -= self.drop_ready(&e.id);
                 continue;
             }
             let mut free = self
@@ -805,6 +811,7 @@ impl DispatchState {
                 {
                     jobs.push(job);
                     free -= 1;
+                    ready_total -= 1;
                 }
                 queued = ready.len();
                 queue.refill_asked.store(false, Ordering::Release);
@@ -814,7 +821,9 @@ impl DispatchState {
             let top_up = if e.rate_limit.is_some() {
                 0
             } else {
-                read_ahead.saturating_sub(queued)
+                read_ahead
+                    .saturating_sub(queued)
+                    .min(READ_AHEAD_TOTAL.saturating_sub(ready_total + ahead))
             };
             if free > 0 || (top_up > 0 && queued <= REFILL_AT) {
                 wanted.push((e.id.as_str(), free + top_up));
@@ -887,9 +896,7 @@ impl DispatchState {
         Ok(())
     }
 
-    /// Drops what was read ahead for endpoints that are gone, no longer active or changed (their
-    /// jobs stay pending in the store and are read again once they may go; a run sending to such
-    /// an endpoint finds its queue empty and ends after its current job).
+    /// Drops what was read ahead for endpoints that are gone, no longer active or changed.
     fn drop_stale_ready(&mut self, endpoints: &Endpoints) {
         let stale: Vec<String> = self
             .ready
@@ -902,13 +909,24 @@ impl DispatchState {
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
-            let Some(queue) = self.ready.remove(&id) else {
-                continue;
-            };
-            for job in queue.jobs.lock().drain(..) {
-                self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
-            }
+            self.drop_ready(&id);
         }
+    }
+
+    /// Drops endpoint `id`'s read-ahead queue; answers how many jobs it held (they stay pending
+    /// in the store and are read again once they may go; a run sending from the queue ends after
+    /// its current job).
+    fn drop_ready(&mut self, id: &str) -> usize {
+        let Some(queue) = self.ready.remove(id) else {
+            return 0;
+        };
+        let mut jobs = queue.jobs.lock();
+        for job in jobs.iter() {
+            self.in_flight.remove_parts(&job.endpoint_id, &job.msg_id);
+        }
+        let held = jobs.len();
+        jobs.clear();
+        held
     }
 
     /// An endpoint's due pending jobs from its log, oldest first: pages are read newest first
