@@ -45,7 +45,7 @@ use super::sender::Sender;
 use crate::bus::EventBus;
 use crate::cluster::{Acquired, Allowance, Cluster};
 use crate::domain::{Event, EventKind};
-use crate::store::{DueJobs, SharedStore};
+use crate::store::{DueJobs, DueQuery, SharedStore};
 use crate::telemetry::{ActorMetrics, Telemetry};
 
 /// Pool limits and the global retry policy.
@@ -840,11 +840,15 @@ impl DispatchState {
             }
         } else {
             let in_flight = &self.in_flight;
+            let query = DueQuery {
+                wanted: &wanted,
+                now,
+                limit,
+                max_skipped: MAX_SKIPPED,
+            };
             self.ctx
                 .store
-                .due_deliveries_of(&wanted, now, limit, MAX_SKIPPED, &|endpoint, msg| {
-                    in_flight.contains(endpoint, msg)
-                })
+                .due_deliveries_of(query, &|endpoint, msg| in_flight.contains(endpoint, msg))
                 .await?
         };
         drop(wanted);
@@ -1191,10 +1195,10 @@ impl DeliveryWorker {
                 next = more.as_ref().and_then(|queue| queue.take(&self.dispatcher));
             }
         }
-        let recorded_here: Vec<(JobKey, bool)> = answers
-            .iter()
-            .filter_map(|a| Some(((endpoint.id.clone(), a.msg_id.clone()), a.recorded_here?)))
-            .collect();
+        // Only an outcome that ends the run is stored by the worker itself.
+        let recorded_here = answers
+            .last()
+            .and_then(|a| Some(((endpoint.id.clone(), a.msg_id.clone()), a.recorded_here?)));
         self.answered(
             &endpoint.id,
             answers
@@ -1202,8 +1206,8 @@ impl DeliveryWorker {
                 .map(|a| (a.msg_id, a.delivered, a.settled))
                 .collect(),
         );
-        if !recorded_here.is_empty() {
-            let _ = self.dispatcher.cast(DispatchMsg::Recorded(recorded_here));
+        if let Some(recorded) = recorded_here {
+            let _ = self.dispatcher.cast(DispatchMsg::Recorded(vec![recorded]));
         }
     }
 

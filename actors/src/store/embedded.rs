@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use writer::{QUEUE_DEPTH, Reply, Write, write_loop};
 
 use super::{
-    CasePage, CaseQuery, Commit, DueJobs, Fence, OutboxEntry, RoomEntry, RoomMeta, SkipDue,
-    SnapshotStore, StoreError, decode_cursor, encode_cursor,
+    CasePage, CaseQuery, Commit, DueJobs, DueQuery, Fence, OutboxEntry, RoomEntry, RoomMeta,
+    SkipDue, SnapshotStore, StoreError, decode_cursor, encode_cursor,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -452,13 +452,10 @@ impl SnapshotStore for EmbeddedStore {
 
     async fn due_deliveries_of(
         &self,
-        wanted: &[(&str, usize)],
-        now: DateTime<Utc>,
-        limit: usize,
-        max_skipped: usize,
+        query: DueQuery<'_>,
         in_flight: &SkipDue<'_>,
     ) -> Result<DueJobs, StoreError> {
-        self.read(|txn| deliveries::due_of(txn, wanted, now, limit, max_skipped, in_flight))
+        self.read(|txn| deliveries::due_of(txn, query, in_flight))
     }
 
     async fn claim_deliveries(

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CasePage, CaseQuery, Commit, DueJobs, Fence, OutboxEntry, RoomEntry, RoomMeta, SharedStore,
-    SkipDue, SnapshotStore, StoreError,
+    CasePage, CaseQuery, Commit, DueJobs, DueQuery, Fence, OutboxEntry, RoomEntry, RoomMeta,
+    SharedStore, SkipDue, SnapshotStore, StoreError,
 };
 use crate::delivery::{DeliveryJob, Endpoint};
 use crate::domain::{Case, CaseId, Event, Review, ReviewId};
@@ -143,16 +143,12 @@ impl SnapshotStore for MeteredStore {
 
     async fn due_deliveries_of(
         &self,
-        wanted: &[(&str, usize)],
-        now: DateTime<Utc>,
-        limit: usize,
-        max_skipped: usize,
+        query: DueQuery<'_>,
         in_flight: &SkipDue<'_>,
     ) -> Result<DueJobs, StoreError> {
         self.timed(
             "due_deliveries",
-            self.inner
-                .due_deliveries_of(wanted, now, limit, max_skipped, in_flight),
+            self.inner.due_deliveries_of(query, in_flight),
         )
         .await
     }

@@ -201,22 +201,25 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         skip: &SkipDue<'_>,
     ) -> Result<Vec<DeliveryJob>, StoreError>;
 
-    /// Due jobs of the `wanted` endpoints: for each, earliest first, at most the number it asks
-    /// for; `limit` in all; never one `in_flight(endpoint id, msg id)` names. The default scans
-    /// the earliest-first index of [`SnapshotStore::due_deliveries_skipping`] once, passing over
-    /// the entries of endpoints not wanted or already served, and stops after passing over
+    /// Due jobs of the query's wanted endpoints: for each, earliest first, at most the number it
+    /// asks for; `limit` in all; never one `in_flight(endpoint id, msg id)` names. The default
+    /// scans the earliest-first index of [`SnapshotStore::due_deliveries_skipping`] once, passing
+    /// over the entries of endpoints not wanted or already served, and stops after passing over
     /// `max_skipped` entries; then the result is not complete (a wanted endpoint may have due
     /// jobs the scan did not reach, behind another endpoint's backlog). A store that indexes due
     /// jobs per endpoint reads only the wanted endpoints' entries.
     async fn due_deliveries_of(
         &self,
-        wanted: &[(&str, usize)],
-        now: DateTime<Utc>,
-        limit: usize,
-        max_skipped: usize,
+        query: DueQuery<'_>,
         in_flight: &SkipDue<'_>,
     ) -> Result<DueJobs, StoreError> {
         use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let DueQuery {
+            wanted,
+            now,
+            limit,
+            max_skipped,
+        } = query;
         let room: std::collections::HashMap<&str, AtomicUsize> = wanted
             .iter()
             .map(|&(endpoint, n)| (endpoint, AtomicUsize::new(n)))
@@ -352,6 +355,19 @@ pub struct RoomMeta {
     pub seq: u64,
     #[serde(default)]
     pub open: bool,
+}
+
+/// What [`SnapshotStore::due_deliveries_of`] asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct DueQuery<'a> {
+    /// Per endpoint id, how many of its due jobs at most.
+    pub wanted: &'a [(&'a str, usize)],
+    /// Due at or before this.
+    pub now: DateTime<Utc>,
+    /// Jobs in all at most.
+    pub limit: usize,
+    /// In-flight entries passed over before the answer is cut short (not complete).
+    pub max_skipped: usize,
 }
 
 /// What [`SnapshotStore::due_deliveries_of`] found.

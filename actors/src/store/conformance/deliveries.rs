@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::delivery::{Attempt, DeliveryJob, DeliveryState};
 use crate::domain::{Event, EventKind, workflow};
-use crate::store::SharedStore;
+use crate::store::{DueQuery, SharedStore};
 
 /// Now, cut to the millisecond.
 fn now_ms() -> DateTime<Utc> {
@@ -46,6 +46,16 @@ async fn load(store: &SharedStore, job: &DeliveryJob) -> Option<DeliveryJob> {
         .load_delivery(&job.endpoint_id, &job.msg_id)
         .await
         .unwrap()
+}
+
+/// Due at `now`, up to 64 in all, cut short after 1,000 in-flight entries.
+fn at<'a>(wanted: &'a [(&'a str, usize)], now: DateTime<Utc>) -> DueQuery<'a> {
+    DueQuery {
+        wanted,
+        now,
+        limit: 64,
+        max_skipped: 1000,
+    }
 }
 
 fn keys(jobs: &[DeliveryJob]) -> Vec<(String, String)> {
@@ -307,7 +317,7 @@ pub async fn due_of_endpoints(store: SharedStore) {
         async move {
             let skip = |_: &str, msg: &str| in_flight.iter().any(|m| m == msg);
             store
-                .due_deliveries_of(&wanted, now, 64, 1000, &skip)
+                .due_deliveries_of(at(&wanted, now), &skip)
                 .await
                 .unwrap()
         }
@@ -324,7 +334,7 @@ pub async fn due_of_endpoints(store: SharedStore) {
     assert_eq!(keys(&found), keys(&[&a[..1], &c[..3]].concat()));
     // Not yet due: left out.
     let early = store
-        .due_deliveries_of(&[("wh_a", 10)], t0 + ms(1), 64, 1000, &none)
+        .due_deliveries_of(at(&[("wh_a", 10)], t0 + ms(1)), &none)
         .await
         .unwrap();
     assert_eq!(keys(&early.jobs), keys(&a[..2]));
@@ -341,7 +351,7 @@ pub async fn due_of_endpoints(store: SharedStore) {
         keys(&a[2..])
     );
     let late = store
-        .due_deliveries_of(&[("wh_a", 10)], t0 + ms(60_000), 64, 1000, &none)
+        .due_deliveries_of(at(&[("wh_a", 10)], t0 + ms(60_000)), &none)
         .await
         .unwrap();
     assert_eq!(
@@ -535,6 +545,17 @@ pub async fn oldest_pending(store: SharedStore) {
         .await
         .unwrap();
     let oldest = || async { store.oldest_pending_of("wh_a").await.unwrap() };
+    assert_eq!(oldest().await, Some(jobs[0].msg_id.clone()));
+    // An id with pattern characters names only itself (a newer job: it is not wh_a's oldest).
+    let starred = DeliveryJob::new(&event_at(t0 + ms(10)), "wh_*");
+    store
+        .enqueue_deliveries(vec![starred.clone()], "msg_cursor")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.oldest_pending_of("wh_*").await.unwrap(),
+        Some(starred.msg_id.clone())
+    );
     assert_eq!(oldest().await, Some(jobs[0].msg_id.clone()));
     // Retried an hour later: due after all the others, still the oldest.
     jobs[0].record(attempt(Some(503), t0), Some(t0 + ms(3_600_000)));

@@ -27,7 +27,7 @@ use redb::{
 use super::{backend, corrupt, created_key};
 use crate::delivery::job::{Attempt, Envelope};
 use crate::delivery::{DeliveryJob, DeliveryState};
-use crate::store::{DueJobs, SkipDue, StoreError};
+use crate::store::{DueJobs, DueQuery, SkipDue, StoreError};
 
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
 const DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("delivery_due");
@@ -351,10 +351,12 @@ pub(super) fn due(
 /// `limit` or `max_skipped` cut the reading short.
 pub(super) fn due_of(
     txn: &ReadTransaction,
-    wanted: &[(&str, usize)],
-    now: DateTime<Utc>,
-    limit: usize,
-    max_skipped: usize,
+    DueQuery {
+        wanted,
+        now,
+        limit,
+        max_skipped,
+    }: DueQuery<'_>,
     in_flight: &SkipDue<'_>,
 ) -> Result<DueJobs, StoreError> {
     let by_endpoint = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
@@ -563,7 +565,15 @@ mod tests {
         // The per-endpoint due index was built at open.
         let none = |_: &str, _: &str| false;
         let due = store
-            .due_deliveries_of(&[("wh_old", 5)], now, 10, 10, &none)
+            .due_deliveries_of(
+                DueQuery {
+                    wanted: &[("wh_old", 5)],
+                    now,
+                    limit: 10,
+                    max_skipped: 10,
+                },
+                &none,
+            )
             .await
             .unwrap();
         assert_eq!(due.jobs, [job.clone()]);

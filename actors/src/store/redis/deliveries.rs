@@ -66,6 +66,18 @@ fn due_member(endpoint_id: &str, msg_id: &str) -> String {
     format!("{endpoint_id}|{msg_id}")
 }
 
+/// `text` with the glob characters of a Redis `MATCH` pattern escaped, so it matches itself.
+fn glob_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn due_score(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -303,30 +315,50 @@ impl RedisStore {
         Ok(self.load_jobs(keys).await?.into_iter().flatten().collect())
     }
 
-    /// The smallest msg id among `endpoint_id`'s members of the due set (read whole, as for the
-    /// backlog).
+    /// The smallest msg id among `endpoint_id`'s members of the due set. `ZSCAN` with a pattern
+    /// walks the set in pages on the server and sends back only this endpoint's members, so
+    /// neither side holds the whole set and no single command blocks Redis for long.
     pub(super) async fn oldest_pending(
         &self,
         endpoint_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let prefix = format!("{endpoint_id}|");
-        Ok(self
-            .due_members()
-            .await?
-            .iter()
-            .filter_map(|member| member.strip_prefix(&prefix))
-            .min()
-            .map(str::to_string))
-    }
-
-    async fn due_members(&self) -> Result<Vec<String>, StoreError> {
         let due = self.key("delivery_due");
-        self.run(|mut c| async move { c.zrange(due, 0, -1).await })
-            .await
+        let prefix = format!("{endpoint_id}|");
+        let pattern = format!("{}*", glob_escaped(&prefix));
+        let mut oldest: Option<String> = None;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, f64)>) = self
+                .run(|mut c| {
+                    let mut scan = redis::cmd("ZSCAN");
+                    scan.arg(&due)
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    async move { scan.query_async(&mut c).await }
+                })
+                .await?;
+            for (member, _) in &page {
+                if let Some(msg) = member.strip_prefix(&prefix)
+                    && oldest.as_deref().is_none_or(|o| msg < o)
+                {
+                    oldest = Some(msg.to_string());
+                }
+            }
+            if next == 0 {
+                return Ok(oldest);
+            }
+            cursor = next;
+        }
     }
 
     pub(super) async fn backlog(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let members = self.due_members().await?;
+        let due = self.key("delivery_due");
+        let members: Vec<String> = self
+            .run(|mut c| async move { c.zrange(due, 0, -1).await })
+            .await?;
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for member in &members {
             let (endpoint, _) = member
