@@ -6,7 +6,8 @@
 //! carries the same up-to-1 ms truncation, so two runs compare fairly), plus a black hole on
 //! `HOLE_ADDR` that accepts connections and never answers. `GET /stats/{path}` answers `{count, first_ms, last_ms, per_second, p50_ms,
 //! p99_ms, max_ms}`, `POST /reset` forgets everything, `GET /last/{path}` answers the last
-//! request's headers and body (so wrk can replay the same signed payload).
+//! request's headers and body (so wrk can replay the same signed payload), `GET /settled/{path}`
+//! answers the count once deliveries there have stopped for 2 s.
 //!
 //! `delivery-bench drive HUB_URL RATE SECONDS` posts intakes at `RATE` per second for `SECONDS`,
 //! each followed by the self-service offer for the new case, so every case records two events
@@ -105,6 +106,25 @@ async fn stats(State(stats): State<Shared>, Path(path): Path<String>) -> axum::J
     }))
 }
 
+/// Answers once `path` has deliveries and none arrived for 2 s (at most 120 s), with the count:
+/// the drain is over. One waiting request instead of polling `stats` (which sorts every
+/// latency), so the harness takes no CPU from casehub while it drains.
+async fn settled(State(stats): State<Shared>, Path(path): Path<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (count, last_ms) = {
+            let all = stats.lock().unwrap_or_else(|e| e.into_inner());
+            all.get(&path)
+                .map_or((0, 0), |s| (s.latencies.len(), s.last_ms))
+        };
+        let quiet = now_us() / 1000 - last_ms >= 2000;
+        if (count > 0 && quiet) || Instant::now() >= deadline {
+            return count.to_string();
+        }
+    }
+}
+
 async fn last(State(stats): State<Shared>, Path(path): Path<String>) -> axum::Json<Value> {
     let all = stats.lock().unwrap_or_else(|e| e.into_inner());
     let Some((headers, body)) = all.get(&path).and_then(|s| s.last.clone()) else {
@@ -142,6 +162,7 @@ async fn receiver(addr: &str, hole: &str) {
     let app = Router::new()
         .route("/stats/{path}", get(stats))
         .route("/last/{path}", get(last))
+        .route("/settled/{path}", get(settled))
         .route("/reset", post(reset))
         .route("/{path}", post(receive))
         .with_state(Shared::default());

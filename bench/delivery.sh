@@ -58,17 +58,9 @@ endpoint() { # url events-json [status] -> id
 backlog() { curl -s "http://$HUB/api/health" | jq -r '.checks.delivery.backlog // 0'; }
 stats() { curl -s "http://$RX/stats/$1"; }
 reset() { curl -s -X POST "http://$RX/reset" >/dev/null; }
-# Waits until the receiver's count on path $1 stops growing for 2 s (at most 120 s).
-drained() {
-  local last=-1 now stable=0
-  for _ in $(seq 1200); do
-    now=$(stats "$1" | jq -r .count)
-    if [ "$now" = "$last" ] && [ "$now" != 0 ]; then stable=$((stable + 1)); else stable=0; fi
-    [ $stable -ge 20 ] && return 0
-    last=$now
-    sleep 0.1
-  done
-}
+# Waits until the receiver's count on path $1 stops growing for 2 s (at most 120 s): one
+# request the receiver answers then, so the harness does not poll while casehub drains.
+drained() { curl -s --max-time 130 "http://$RX/settled/$1" >/dev/null; }
 
 echo "fill=${FILL}s connections=$CONNS rate=${RATE}/s duration=${DURATION}s"
 
