@@ -41,7 +41,7 @@ use super::job::{Attempt, DeliveryJob, DeliveryState};
 use super::recorder::{self, Outcome};
 use super::retry::next_attempt;
 use super::sealing::SecretSealer;
-use super::sender::Sender;
+use super::sender::{Sender, Target};
 use crate::bus::EventBus;
 use crate::cluster::{Acquired, Allowance, Cluster};
 use crate::domain::{Event, EventKind};
@@ -1185,9 +1185,10 @@ impl DeliveryWorker {
         }: Work,
     ) {
         let mut answers = Vec::new();
+        let target = self.sender_for(&endpoint).0.target(&endpoint.url);
         let mut next = Some(job);
         while let Some(job) = next.take() {
-            let answer = self.attempt(job, &endpoint).await;
+            let answer = self.attempt(job, &endpoint, &target).await;
             let go_on = answer.delivered && answer.recorded_here.is_none();
             answers.push(answer);
             if go_on && answers.len() < RUN_MAX && self.wakeups.waiting.load(Ordering::Acquire) == 0
@@ -1214,17 +1215,12 @@ impl DeliveryWorker {
     /// One attempt. An ordinary outcome goes to the recorder (the worker is free once it is
     /// queued there); a 410 or a fix request is recorded here first, as what follows it needs
     /// the outcome stored (the endpoint is disabled before its slot frees, the case reads it).
-    async fn attempt(&self, mut job: DeliveryJob, endpoint: &Endpoint) -> Answer {
+    async fn attempt(&self, mut job: DeliveryJob, endpoint: &Endpoint, target: &Target) -> Answer {
         let now = Utc::now();
         let body = render(endpoint, &job);
-        let fix = self
-            .ctx
-            .fix
-            .as_ref()
-            .filter(|_| endpoint.id == FIX_ENDPOINT_ID);
-        let sender = fix.map_or(&self.ctx.sender, |f| &f.sender);
+        let (sender, fix) = self.sender_for(endpoint);
         let outcome = sender
-            .send(endpoint, &job.msg_id, &job.event, body, now)
+            .send_to(target, endpoint, &job.msg_id, &job.event, body, now)
             .await;
         let gone = outcome.status == Some(410);
         let label = match (outcome.delivered(), gone, outcome.status) {
@@ -1315,6 +1311,16 @@ impl DeliveryWorker {
             settled: settled && recorded,
             recorded_here: Some(recorded),
         }
+    }
+
+    /// The sender for `endpoint`: the fix executor's for its fix requests, else the pool's.
+    fn sender_for(&self, endpoint: &Endpoint) -> (&Sender, Option<&FixRoute>) {
+        let fix = self
+            .ctx
+            .fix
+            .as_ref()
+            .filter(|_| endpoint.id == FIX_ENDPOINT_ID);
+        (fix.map_or(&self.ctx.sender, |f| &f.sender), fix)
     }
 
     /// Stores one attempt now; false (logged) when the store failed.

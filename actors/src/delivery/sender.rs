@@ -62,6 +62,10 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// An endpoint URL ready for attempts, or why no attempt can go there.
+#[derive(Debug, Clone)]
+pub struct Target(Result<reqwest::Url, String>);
+
 /// Sends attempts. Cheap to clone (one connection pool).
 #[derive(Clone)]
 pub struct Sender {
@@ -114,9 +118,42 @@ impl Sender {
         })
     }
 
+    /// Where attempts to `url` go: parsed, and an IP literal checked against the SSRF guard
+    /// (names are checked when they resolve). A run of attempts to one endpoint parses once.
+    pub fn target(&self, url: &str) -> Target {
+        let url = match reqwest::Url::parse(url) {
+            Ok(url) => url,
+            Err(e) => return Target(Err(format!("invalid endpoint URL: {e}"))),
+        };
+        // IP literals never reach the resolver, so check them here.
+        let literal = url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+        if literal.is_some_and(|ip| !self.allow_private && is_forbidden(ip)) {
+            return Target(Err("the endpoint's address is not a public address".into()));
+        }
+        Target(Ok(url))
+    }
+
     /// One attempt of `body` (already rendered for the endpoint's format) to `endpoint`.
     pub async fn send(
         &self,
+        endpoint: &Endpoint,
+        msg_id: &str,
+        event: &str,
+        body: Vec<u8>,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let target = self.target(&endpoint.url);
+        self.send_to(&target, endpoint, msg_id, event, body, now)
+            .await
+    }
+
+    /// [`send`](Self::send) to a `target` made by [`target`](Self::target) from the endpoint's
+    /// URL.
+    pub async fn send_to(
+        &self,
+        target: &Target,
         endpoint: &Endpoint,
         msg_id: &str,
         event: &str,
@@ -131,17 +168,10 @@ impl Sender {
             snippet: None,
             retry_after: None,
         };
-        let url = match reqwest::Url::parse(&endpoint.url) {
-            Ok(url) => url,
-            Err(e) => return failed(format!("invalid endpoint URL: {e}")),
+        let url = match &target.0 {
+            Ok(url) => url.clone(),
+            Err(refused) => return failed(refused.clone()),
         };
-        // IP literals never reach the resolver, so check them here.
-        let literal = url
-            .host_str()
-            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok());
-        if literal.is_some_and(|ip| !self.allow_private && is_forbidden(ip)) {
-            return failed("the endpoint's address is not a public address".into());
-        }
         let timestamp = now.timestamp();
         let secrets = endpoint.signing_secrets(now);
         let mut headers = HeaderMap::new();
