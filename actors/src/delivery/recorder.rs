@@ -28,6 +28,8 @@ use crate::store::StoreError;
 
 /// Most attempts stored in one write.
 pub(super) const MAX_BATCH: usize = 256;
+/// How long a stream of outcomes gathers before it is written.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 /// Outcomes waiting for the recorder before workers wait (backpressure: a worker holds its job
 /// until the recorder takes it).
 pub(super) const QUEUE_DEPTH: usize = 256;
@@ -53,6 +55,17 @@ pub(super) fn spawn(ctx: PoolContext, dispatcher: ActorRef<DispatchMsg>) -> mpsc
 async fn run(ctx: PoolContext, dispatcher: ActorRef<DispatchMsg>, mut rx: mpsc::Receiver<Outcome>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if batch.len() > 1 {
+            // A stream of outcomes: let it gather into fewer, larger writes (each write is a
+            // transaction whose commit costs about as much as dozens of its records).
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(outcome) => batch.push(outcome),
+                    Err(_) => break,
+                }
+            }
+        }
         let mut jobs = Vec::with_capacity(batch.len());
         let mut streaks = Vec::with_capacity(batch.len());
         for Outcome { job, delivered, at } in batch.drain(..) {
