@@ -2,7 +2,8 @@
 //!
 //! A worker hands the outcome of an ordinary attempt (no 410, not the fix executor) to the
 //! recorder and is free for its next job as soon as the response is in. The recorder takes
-//! everything waiting (up to [`MAX_BATCH`]), stores it with one
+//! everything waiting (up to [`MAX_BATCH`]; when more than one outcome was waiting, a stream,
+//! it first lets more gather for [`GATHER`]), stores it with one
 //! [`record_attempts`](crate::store::SnapshotStore::record_attempts) (one transaction, synced
 //! with the next durable write; one Redis round trip), then tracks the endpoints' failure streaks and tells the
 //! dispatcher which jobs are recorded. Until then the dispatcher keeps those jobs in flight, so
