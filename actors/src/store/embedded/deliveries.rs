@@ -4,13 +4,18 @@
 //! |---|---|---|
 //! | `deliveries` | (endpoint id, msg id) → JSON | every job but its envelope; ULID msg ids make it the log |
 //! | `delivery_payloads` | msg id → JSON | the envelope, once per message (the same for every endpoint) |
-//! | `delivery_due` | (due micros, endpoint id, msg id) → () | pending jobs only, earliest first |
-//! | `delivery_due_by_endpoint` | (endpoint id, due micros, msg id) → () | the same, per endpoint |
+//! | `delivery_due_by_endpoint` | (endpoint id, due micros, msg id) → () | pending jobs only, per endpoint, earliest first |
 //! | `delivery_by_msg` | (msg id, endpoint id) → () | the endpoints a message went to |
 //! | `meta` | name → text | `dispatch_cursor` |
 //!
 //! Writes run on the store's writer thread inside its batch transaction, so an enqueue and its
 //! cursor, or a job and its due entry, commit together and share the group commit's fsync.
+//!
+//! Pending jobs are indexed per endpoint only: the dispatcher reads the endpoints it can serve,
+//! and the few readers that want every endpoint's jobs earliest first merge the endpoints'
+//! ranges. Stores written before kept a second, global index (`delivery_due`); opening one
+//! builds the per-endpoint index from it if need be and drops it, which saves every attempt a
+//! B-tree remove and every retry an insert.
 //!
 //! A job's envelope never changes, so it is stored apart from the record every attempt rewrites:
 //! an attempt writes a couple of hundred bytes, not the whole envelope again. Records written
@@ -21,7 +26,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use redb::{
-    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+    ReadTransaction, ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 
 use super::{backend, corrupt, created_key};
@@ -30,7 +36,9 @@ use crate::delivery::{DeliveryJob, DeliveryState};
 use crate::store::{DueJobs, DueQuery, SkipDue, StoreError};
 
 const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
-const DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("delivery_due");
+/// The global earliest-first index of stores written before; dropped on open.
+const LEGACY_DELIVERY_DUE: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("delivery_due");
 const DELIVERY_DUE_BY_ENDPOINT: TableDefinition<(&str, u64, &str), ()> =
     TableDefinition::new("delivery_due_by_endpoint");
 const DELIVERY_BY_MSG: TableDefinition<(&str, &str), ()> = TableDefinition::new("delivery_by_msg");
@@ -41,21 +49,29 @@ const DISPATCH_CURSOR: &str = "dispatch_cursor";
 /// Sorts after every id (ids are ASCII), so `(id, MAX_ID)` bounds all keys starting with `id`.
 const MAX_ID: &str = "\u{10FFFF}";
 
-/// Creates the tables, so readers never see "table does not exist", and builds the per-endpoint
-/// due index of a store written before it.
+/// Creates the tables, so readers never see "table does not exist"; a store written before
+/// gets its per-endpoint due index built from the global one, which is then dropped.
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DELIVERIES).map_err(backend)?;
     {
-        let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
         let mut by_endpoint = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
-        if by_endpoint.is_empty().map_err(backend)? {
-            for entry in due.iter().map_err(backend)? {
-                let (key, _) = entry.map_err(backend)?;
-                let (at, endpoint, msg) = key.value();
-                by_endpoint
-                    .insert((endpoint, at, msg), ())
-                    .map_err(backend)?;
+        let legacy = txn
+            .list_tables()
+            .map_err(backend)?
+            .any(|t| t.name() == LEGACY_DELIVERY_DUE.name());
+        if legacy {
+            let due = txn.open_table(LEGACY_DELIVERY_DUE).map_err(backend)?;
+            if by_endpoint.is_empty().map_err(backend)? {
+                for entry in due.iter().map_err(backend)? {
+                    let (key, _) = entry.map_err(backend)?;
+                    let (at, endpoint, msg) = key.value();
+                    by_endpoint
+                        .insert((endpoint, at, msg), ())
+                        .map_err(backend)?;
+                }
             }
+            drop(due);
+            txn.delete_table(LEGACY_DELIVERY_DUE).map_err(backend)?;
         }
     }
     txn.open_table(DELIVERY_BY_MSG).map_err(backend)?;
@@ -67,7 +83,6 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// The delivery tables of one write transaction.
 pub(super) struct DeliveryTables<'txn> {
     jobs: Table<'txn, (&'static str, &'static str), &'static [u8]>,
-    due: Table<'txn, (u64, &'static str, &'static str), ()>,
     due_by_endpoint: Table<'txn, (&'static str, u64, &'static str), ()>,
     by_msg: Table<'txn, (&'static str, &'static str), ()>,
     payloads: Table<'txn, &'static str, &'static str>,
@@ -79,7 +94,6 @@ impl<'txn> DeliveryTables<'txn> {
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(DeliveryTables {
             jobs: txn.open_table(DELIVERIES).map_err(backend)?,
-            due: txn.open_table(DELIVERY_DUE).map_err(backend)?,
             due_by_endpoint: txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?,
             by_msg: txn.open_table(DELIVERY_BY_MSG).map_err(backend)?,
             payloads: txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?,
@@ -164,18 +178,16 @@ impl<'txn> DeliveryTables<'txn> {
         Ok(())
     }
 
-    /// Adds a job's entries to both due indexes.
+    /// Adds a job's due entry.
     fn schedule(&mut self, due: u64, endpoint: &str, msg: &str) -> Result<(), StoreError> {
-        self.due.insert((due, endpoint, msg), ()).map_err(backend)?;
         self.due_by_endpoint
             .insert((endpoint, due, msg), ())
             .map_err(backend)?;
         Ok(())
     }
 
-    /// Removes a job's entries from both due indexes.
+    /// Removes a job's due entry.
     fn unschedule(&mut self, due: u64, endpoint: &str, msg: &str) -> Result<(), StoreError> {
-        self.due.remove((due, endpoint, msg)).map_err(backend)?;
         self.due_by_endpoint
             .remove((endpoint, due, msg))
             .map_err(backend)?;
@@ -306,8 +318,34 @@ pub(super) fn load(
     }
 }
 
-/// Pending jobs due at `now` (micro precision), earliest first, except those `skip` names (at
-/// most `max_skipped` of them are passed over).
+/// The per-endpoint due index of a read.
+type DueIndex = redb::ReadOnlyTable<(&'static str, u64, &'static str), ()>;
+
+/// Each endpoint with pending jobs and its earliest due entry (due micros, msg id), in endpoint
+/// order: one index lookup per endpoint, stepping over the rest of its entries.
+fn endpoint_heads(index: &DueIndex) -> Result<Vec<(String, u64, String)>, StoreError> {
+    let mut heads: Vec<(String, u64, String)> = Vec::new();
+    loop {
+        let next = match heads.last() {
+            None => index.first().map_err(backend)?,
+            Some((endpoint, _, _)) => index
+                .range((endpoint.as_str(), u64::MAX, MAX_ID)..)
+                .map_err(backend)?
+                .next()
+                .transpose()
+                .map_err(backend)?,
+        };
+        let Some((key, _)) = next else {
+            return Ok(heads);
+        };
+        let (endpoint, at, msg) = key.value();
+        heads.push((endpoint.to_string(), at, msg.to_string()));
+    }
+}
+
+/// Pending jobs due at `now` (micro precision), earliest first (then by endpoint and msg id),
+/// except those `skip` names (at most `max_skipped` of them are passed over): the endpoints'
+/// due ranges merged.
 pub(super) fn due(
     txn: &ReadTransaction,
     now: DateTime<Utc>,
@@ -315,32 +353,56 @@ pub(super) fn due(
     max_skipped: usize,
     skip: &SkipDue<'_>,
 ) -> Result<Vec<DeliveryJob>, StoreError> {
-    let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
+    use std::cmp::Reverse;
+    let index = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
     let jobs = txn.open_table(DELIVERIES).map_err(backend)?;
     let payloads = txn.open_table(DELIVERY_PAYLOADS).map_err(backend)?;
     let now = created_key(now);
+    let endpoints: Vec<String> = endpoint_heads(&index)?
+        .into_iter()
+        .filter(|(_, at, _)| *at <= now)
+        .map(|(endpoint, _, _)| endpoint)
+        .collect();
+    let mut ranges = endpoints
+        .iter()
+        .map(|e| index.range((e.as_str(), 0, "")..=(e.as_str(), now, MAX_ID)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend)?;
+    // The next entry of each endpoint's range: (due, endpoint's place, msg id).
+    let mut heap = std::collections::BinaryHeap::new();
+    let mut advance = |i: usize, heap: &mut std::collections::BinaryHeap<_>| {
+        if let Some(entry) = ranges[i].next() {
+            let (key, _) = entry.map_err(backend)?;
+            let (_, at, msg) = key.value();
+            heap.push(Reverse((at, i, msg.to_string())));
+        }
+        Ok::<(), StoreError>(())
+    };
+    for i in 0..endpoints.len() {
+        advance(i, &mut heap)?;
+    }
     let mut out = Vec::new();
     let mut skipped = 0;
-    for entry in due.range::<(u64, &str, &str)>(..).map_err(backend)? {
-        if out.len() == limit {
+    while out.len() < limit {
+        let Some(Reverse((_, i, msg))) = heap.pop() else {
             break;
-        }
-        let (key, _) = entry.map_err(backend)?;
-        let (at, endpoint, msg) = key.value();
-        if at > now {
-            break;
-        }
-        if skip(endpoint, msg) {
+        };
+        let endpoint = endpoints[i].as_str();
+        if skip(endpoint, &msg) {
             skipped += 1;
             if skipped >= max_skipped {
                 break;
             }
-            continue;
+        } else {
+            let raw = jobs
+                .get((endpoint, msg.as_str()))
+                .map_err(backend)?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("due entry without job: {endpoint}/{msg}"))
+                })?;
+            out.push(decode(raw.value(), &payloads)?);
         }
-        let raw = jobs.get((endpoint, msg)).map_err(backend)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("due entry without job: {endpoint}/{msg}"))
-        })?;
-        out.push(decode(raw.value(), &payloads)?);
+        advance(i, &mut heap)?;
     }
     Ok(out)
 }
@@ -399,13 +461,16 @@ pub(super) fn due_of(
     })
 }
 
-/// The earliest due time among pending jobs.
+/// The earliest due time among pending jobs: the earliest of the endpoints' first entries.
 pub(super) fn next_due(txn: &ReadTransaction) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
-    let Some((key, _)) = due.first().map_err(backend)? else {
+    let index = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
+    let Some(at) = endpoint_heads(&index)?
+        .into_iter()
+        .map(|(_, at, _)| at)
+        .min()
+    else {
         return Ok(None);
     };
-    let (at, _, _) = key.value();
     let at = i64::try_from(at)
         .ok()
         .and_then(DateTime::from_timestamp_micros)
@@ -478,17 +543,14 @@ pub(super) fn oldest_pending_of(
 
 /// Pending jobs per endpoint.
 pub(super) fn backlog(txn: &ReadTransaction) -> Result<BTreeMap<String, u64>, StoreError> {
-    let due = txn.open_table(DELIVERY_DUE).map_err(backend)?;
+    let index = txn.open_table(DELIVERY_DUE_BY_ENDPOINT).map_err(backend)?;
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
-    for entry in due.range::<(u64, &str, &str)>(..).map_err(backend)? {
-        let (key, _) = entry.map_err(backend)?;
-        let (_, endpoint, _) = key.value();
-        match out.get_mut(endpoint) {
-            Some(n) => *n += 1,
-            None => {
-                out.insert(endpoint.to_string(), 1);
-            }
-        }
+    for (endpoint, _, _) in endpoint_heads(&index)? {
+        let pending = index
+            .range((endpoint.as_str(), 0, "")..=(endpoint.as_str(), u64::MAX, MAX_ID))
+            .map_err(backend)?
+            .count();
+        out.insert(endpoint, pending as u64);
     }
     Ok(out)
 }
@@ -512,7 +574,7 @@ mod tests {
             let bytes = serde_json::to_vec(job).unwrap();
             let mut jobs = txn.open_table(DELIVERIES).unwrap();
             jobs.insert(key, bytes.as_slice()).unwrap();
-            let mut due = txn.open_table(DELIVERY_DUE).unwrap();
+            let mut due = txn.open_table(LEGACY_DELIVERY_DUE).unwrap();
             due.insert((created_key(job.due_at), key.0, key.1), ())
                 .unwrap();
             let mut by_msg = txn.open_table(DELIVERY_BY_MSG).unwrap();
@@ -577,6 +639,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(due.jobs, [job.clone()]);
+        // ... and the global index it was built from is gone.
+        let tables: Vec<String> = store
+            .read(|txn| {
+                Ok(txn
+                    .list_tables()
+                    .map_err(backend)?
+                    .map(|t| t.name().to_string())
+                    .collect())
+            })
+            .unwrap();
+        assert!(tables.iter().any(|t| t == "delivery_due_by_endpoint"));
+        assert!(!tables.iter().any(|t| t == "delivery_due"), "{tables:?}");
 
         let retry = now + chrono::Duration::seconds(5);
         job.record(
