@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 mod rooms;
 
 use crate::delivery::{
-    Receiver, assert_signed, black_hole, deliver_locally, endpoint, start_receiver,
+    Receiver, assert_signed, black_hole, deliver_locally, endpoint, set_status, start_receiver,
     timestamp_spread,
 };
 use crate::fix::{approved_case, with_executor};
@@ -21,8 +21,16 @@ const SSL: &str = "Our SSL certificate expired yesterday and browsers now show a
 
 /// Two nodes on one private redis-server.
 async fn two_nodes(store: &TestStore) -> (TestApp, TestApp) {
-    let a = spawn_on(store, |_| {}).await;
-    let b = spawn_on(store, |_| {}).await;
+    two_nodes_with(store, |_| {}).await
+}
+
+/// Two nodes on one private redis-server, both with the same settings tweak.
+async fn two_nodes_with(
+    store: &TestStore,
+    tweak: impl Fn(&mut casehub::Settings),
+) -> (TestApp, TestApp) {
+    let a = spawn_on(store, &tweak).await;
+    let b = spawn_on(store, &tweak).await;
     (a, b)
 }
 
@@ -220,8 +228,7 @@ async fn a_starting_node_leaves_a_live_nodes_unfinished_case_alone() {
 #[tokio::test]
 async fn each_delivery_is_sent_by_one_node() {
     let store = TestStore::private_redis();
-    let a = spawn_on(&store, deliver_locally).await;
-    let b = spawn_on(&store, deliver_locally).await;
+    let (a, b) = two_nodes_with(&store, deliver_locally).await;
     let (base, rx) = start_receiver().await;
     let (_, secret) = endpoint(
         &a,
@@ -449,8 +456,7 @@ async fn an_idempotency_key_creates_one_case_whichever_nodes_it_reaches() {
 async fn a_caller_gets_its_rate_limit_once_across_nodes() {
     let store = TestStore::private_redis();
     let limited = |s: &mut casehub::Settings| s.rate_limits.intake = 6;
-    let a = spawn_on(&store, limited).await;
-    let b = spawn_on(&store, limited).await;
+    let (a, b) = two_nodes_with(&store, limited).await;
     let mut statuses = Vec::new();
     for i in 0..10 {
         let node = if i % 2 == 0 { &a } else { &b };
@@ -476,8 +482,7 @@ async fn a_caller_gets_its_rate_limit_once_across_nodes() {
 #[tokio::test]
 async fn an_endpoint_rate_limit_holds_across_nodes() {
     let store = TestStore::private_redis();
-    let a = spawn_on(&store, deliver_locally).await;
-    let b = spawn_on(&store, deliver_locally).await;
+    let (a, b) = two_nodes_with(&store, deliver_locally).await;
     let (base, rx) = start_receiver().await;
     let (id, _) = endpoint(
         &a,
@@ -493,15 +498,7 @@ async fn an_endpoint_rate_limit_holds_across_nodes() {
         assert_eq!(reply.status, StatusCode::OK);
     }
     // Both nodes' pools find the whole backlog due at once.
-    let resumed = a
-        .send(
-            reqwest::Method::PATCH,
-            &format!("/v1/webhooks/endpoints/{id}"),
-            Some(ADMIN_KEY),
-            Some(json!({"status": "active"})),
-        )
-        .await;
-    assert_eq!(resumed.status, StatusCode::OK);
+    set_status(&a, &id, "active").await;
     eventually(Duration::from_secs(20), || async {
         (rx.got("limited").len() >= cases).then_some(())
     })

@@ -211,6 +211,12 @@ pub(crate) fn deliver_locally(s: &mut casehub::Settings) {
     s.delivery.poll_interval = Duration::from_millis(20);
 }
 
+/// [`deliver_locally`], with three retries 50 ms apart.
+fn retrying_fast(s: &mut casehub::Settings) {
+    deliver_locally(s);
+    s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
+}
+
 /// The `webhook-id`s the receiver got on `path`, in arrival order.
 pub(crate) fn webhook_ids(rx: &Receiver, path: &str) -> Vec<String> {
     rx.got(path)
@@ -220,7 +226,7 @@ pub(crate) fn webhook_ids(rx: &Receiver, path: &str) -> Vec<String> {
 }
 
 /// Sets endpoint `id`'s status through the API.
-async fn set_status(app: &TestApp, id: &str, status: &str) {
+pub(crate) async fn set_status(app: &TestApp, id: &str, status: &str) {
     let r = app
         .send(
             Method::PATCH,
@@ -473,11 +479,7 @@ async fn a_backlogged_endpoint_takes_turns_for_workers_with_the_others() {
 #[tokio::test]
 async fn failures_mid_drain_are_retried_and_nothing_goes_twice() {
     let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        deliver_locally(s);
-        s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
-    })
-    .await;
+    let app = spawn_app_with(retrying_fast).await;
     let (id, secret) = endpoint(
         &app,
         format!("{base}/flaky"),
@@ -543,11 +545,7 @@ async fn a_secret_rotated_mid_backlog_signs_the_rest() {
 #[tokio::test]
 async fn retries_follow_the_schedule_log_every_attempt_and_replay_410_disables() {
     let (base, rx) = start_receiver().await;
-    let app = spawn_app_with(|s| {
-        deliver_locally(s);
-        s.delivery.retry_schedule = vec![Duration::from_millis(50); 3];
-    })
-    .await;
+    let app = spawn_app_with(retrying_fast).await;
     rx.fail_next("flaky", 2, 500);
     rx.fail_next("down", 100, 503);
     rx.fail_next("gone", 100, 410);
