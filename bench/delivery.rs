@@ -110,18 +110,26 @@ async fn stats(State(stats): State<Shared>, Path(path): Path<String>) -> axum::J
 /// the drain is over. One waiting request instead of polling `stats` (which sorts every
 /// latency), so the harness takes no CPU from casehub while it drains.
 async fn settled(State(stats): State<Shared>, Path(path): Path<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    const QUIET_MS: i64 = 2000;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let (count, last_ms) = {
             let all = stats.lock().unwrap_or_else(|e| e.into_inner());
             all.get(&path)
                 .map_or((0, 0), |s| (s.latencies.len(), s.last_ms))
         };
-        let quiet = now_us() / 1000 - last_ms >= 2000;
-        if (count > 0 && quiet) || Instant::now() >= deadline {
+        // Before the first delivery, look again shortly; after it, sleep until the quiet
+        // period would end (a later arrival moves that, so look again then).
+        let wait_ms = if count == 0 {
+            100
+        } else {
+            QUIET_MS - (now_us() / 1000 - last_ms)
+        };
+        if (count > 0 && wait_ms <= 0) || tokio::time::Instant::now() >= deadline {
             return count.to_string();
         }
+        let wake = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+        tokio::time::sleep_until(wake.min(deadline)).await;
     }
 }
 

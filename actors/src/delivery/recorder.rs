@@ -58,7 +58,9 @@ async fn run(ctx: PoolContext, dispatcher: ActorRef<DispatchMsg>, mut rx: mpsc::
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if batch.len() > 1 {
             // A stream of outcomes: let it gather into fewer, larger writes (each write is a
-            // transaction whose commit costs about as much as dozens of its records).
+            // transaction whose commit costs about as much as dozens of its records). A plain
+            // sleep, not a wait for each arrival: one wake-up per batch (at the rates where
+            // this matters a batch is far from MAX_BATCH after GATHER).
             tokio::time::sleep(GATHER).await;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {

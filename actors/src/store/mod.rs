@@ -257,8 +257,9 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         until: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError>;
 
-    /// The earliest due time among pending jobs (at the index's precision), so the dispatcher
-    /// can sleep until then; `None` when nothing is pending.
+    /// The earliest due time among pending jobs (at the index's precision); `None` when nothing
+    /// is pending. The dispatcher does not use it (it polls every `delivery.poll_interval` and
+    /// is woken by new events); the conformance suite checks each store's due index with it.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Replaces a job after an attempt (state, attempts, due time) atomically with its due-index
