@@ -1,10 +1,43 @@
 //! Test support (feature `test-support`): a real `redis-server` on a free port in a temporary
-//! directory, never the machine's shared instance.
+//! directory, never the machine's shared instance, and a fault a test can plant in the delivery
+//! pool.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Endpoint id → how many more attempts to it go before one panics.
+static PANICS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the `nth` (1-based) delivery attempt to endpoint `endpoint_id` from now on panic in
+/// its worker before it sends anything, as a bug would: tests see what the pool does when a
+/// worker dies mid-run. Keyed by endpoint, so tests running side by side do not meet it.
+pub fn panic_on_attempt(endpoint_id: &str, nth: usize) {
+    let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    panics.retain(|(id, _)| id != endpoint_id);
+    panics.push((endpoint_id.to_string(), nth.max(1)));
+}
+
+/// Panics if a test planted a panic for this attempt to `endpoint_id` (see
+/// [`panic_on_attempt`]).
+pub(crate) fn planted_panic(endpoint_id: &str) {
+    let fire = {
+        let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = panics.iter().position(|(id, _)| id == endpoint_id) else {
+            return;
+        };
+        panics[at].1 -= 1;
+        let fire = panics[at].1 == 0;
+        if fire {
+            panics.remove(at);
+        }
+        fire
+    };
+    if fire {
+        panic!("a panic planted by a test in a delivery attempt to {endpoint_id}");
+    }
+}
 
 /// A private `redis-server` with AOF on and `appendfsync always`, stopped on drop.
 pub struct RedisServer {

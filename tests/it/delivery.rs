@@ -519,6 +519,56 @@ async fn failures_mid_drain_are_retried_and_nothing_goes_twice() {
     app.stop().await;
 }
 
+/// A worker that panics mid-run (a bug in an attempt) holds neither its endpoint's only slot nor
+/// the job it was on: the factory replaces the worker, the rest of the backlog goes on, and the
+/// job goes again (on a shared store once its claim runs out, as when a node dies mid-attempt:
+/// a 1 s timeout makes that 7 s), every message delivered once and logged.
+#[tokio::test]
+async fn a_worker_panicking_mid_run_frees_its_slot_and_its_job_goes_again() {
+    let (base, rx) = start_receiver().await;
+    let app = spawn_app_with(|s| {
+        deliver_locally(s);
+        s.delivery.per_endpoint_concurrency = 1;
+        s.delivery.timeout_ms = 1000;
+    })
+    .await;
+    let (id, _) = endpoint(
+        &app,
+        format!("{base}/panics"),
+        json!(["case.created"]),
+        json!({"status": "paused"}),
+    )
+    .await;
+    let cases = 6;
+    intake_cases(&app, cases).await;
+    casehub_actors::testing::panic_on_attempt(&id, 3);
+    set_status(&app, &id, "active").await;
+    let log = eventually(Duration::from_secs(20), || async {
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
+                Some(ADMIN_KEY),
+                None,
+            )
+            .await;
+        let jobs = r.body["data"].as_array().cloned().unwrap_or_default();
+        (jobs.len() == cases && jobs.iter().all(|j| j["state"] == json!("delivered")))
+            .then_some(jobs)
+    })
+    .await;
+    assert!(
+        log.iter()
+            .all(|j| j["attempts"].as_array().unwrap().len() == 1),
+        "the panicked attempt was not sent, so every job went once: {log:?}"
+    );
+    let ids = webhook_ids(&rx, "panics");
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), cases, "a message arrived twice");
+    assert_eq!(unique.len(), cases);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_secret_rotated_mid_backlog_signs_the_rest() {
     let cases = 40;

@@ -1184,38 +1184,36 @@ impl DeliveryWorker {
             more,
         }: Work,
     ) {
-        let mut answers = Vec::new();
+        let mut run = Run {
+            worker: self,
+            endpoint: &endpoint.id,
+            answers: Vec::new(),
+            current: Some(job.msg_id.clone()),
+        };
         let target = self.sender_for(&endpoint).0.target(&endpoint.url);
         let mut next = Some(job);
         while let Some(job) = next.take() {
             let answer = self.attempt(job, &endpoint, &target).await;
+            run.current = None;
             let go_on = answer.delivered && answer.recorded_here.is_none();
-            answers.push(answer);
-            if go_on && answers.len() < RUN_MAX && self.wakeups.waiting.load(Ordering::Acquire) == 0
+            run.answers.push(answer);
+            if go_on
+                && run.answers.len() < RUN_MAX
+                && self.wakeups.waiting.load(Ordering::Acquire) == 0
             {
                 next = more.as_ref().and_then(|queue| queue.take(&self.dispatcher));
+                run.current = next.as_ref().map(|job| job.msg_id.clone());
             }
         }
-        // Only an outcome that ends the run is stored by the worker itself.
-        let recorded_here = answers
-            .last()
-            .and_then(|a| Some(((endpoint.id.clone(), a.msg_id.clone()), a.recorded_here?)));
-        self.answered(
-            &endpoint.id,
-            answers
-                .into_iter()
-                .map(|a| (a.msg_id, a.delivered, a.settled))
-                .collect(),
-        );
-        if let Some(recorded) = recorded_here {
-            let _ = self.dispatcher.cast(DispatchMsg::Recorded(vec![recorded]));
-        }
+        // Dropping `run` answers for it.
     }
 
     /// One attempt. An ordinary outcome goes to the recorder (the worker is free once it is
     /// queued there); a 410 or a fix request is recorded here first, as what follows it needs
     /// the outcome stored (the endpoint is disabled before its slot frees, the case reads it).
     async fn attempt(&self, mut job: DeliveryJob, endpoint: &Endpoint, target: &Target) -> Answer {
+        #[cfg(any(test, feature = "test-support"))]
+        crate::testing::planted_panic(&endpoint.id);
         let now = Utc::now();
         let body = render(endpoint, &job);
         let (sender, fix) = self.sender_for(endpoint);
@@ -1343,6 +1341,55 @@ impl DeliveryWorker {
             .is_err()
         {
             self.wakeups.answering.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A run of one worker: how its attempts went so far. Dropping it tells the dispatcher, so a run
+/// answers however it ends: normally, or by a panic in an attempt (the factory then replaces
+/// the worker). Without that, a panic would hold the endpoint's slot and its job in flight until
+/// a restart. The job the panic interrupted was not recorded: it counts as a failed attempt and
+/// goes again under the same `webhook-id` (on a shared store once its claim runs out, as when a
+/// node dies mid-attempt).
+struct Run<'w> {
+    worker: &'w DeliveryWorker,
+    endpoint: &'w str,
+    answers: Vec<Answer>,
+    /// The job being attempted.
+    current: Option<String>,
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        let mut answers = std::mem::take(&mut self.answers);
+        if let Some(msg_id) = self.current.take() {
+            tracing::error!(endpoint = %self.endpoint, %msg_id, "a delivery attempt panicked; the job goes again");
+            answers.push(Answer {
+                msg_id,
+                delivered: false,
+                settled: false,
+                recorded_here: Some(false),
+            });
+        }
+        // Only an outcome that ends the run is stored by the worker itself (or not at all).
+        let recorded_here = answers.last().and_then(|a| {
+            Some((
+                (self.endpoint.to_string(), a.msg_id.clone()),
+                a.recorded_here?,
+            ))
+        });
+        self.worker.answered(
+            self.endpoint,
+            answers
+                .into_iter()
+                .map(|a| (a.msg_id, a.delivered, a.settled))
+                .collect(),
+        );
+        if let Some(recorded) = recorded_here {
+            let _ = self
+                .worker
+                .dispatcher
+                .cast(DispatchMsg::Recorded(vec![recorded]));
         }
     }
 }
