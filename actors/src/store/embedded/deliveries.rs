@@ -124,55 +124,51 @@ impl<'txn> DeliveryTables<'txn> {
     /// Replaces a job, moving or removing its due entry.
     pub(super) fn update(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
         let key = (job.endpoint_id.as_str(), job.msg_id.as_str());
-        let (exists, old_due, holds_envelope) = match self.jobs.get(key).map_err(backend)? {
-            Some(raw) => {
-                let old = Schedule::of(raw.value())?;
-                (
-                    true,
-                    (old.state == DeliveryState::Pending).then(|| created_key(old.due_at)),
-                    old.holds_envelope,
-                )
-            }
-            None => (false, None, false),
+        // The insert answers the record it replaces: one walk down the tree rather than a read
+        // and then a write. (A failure below aborts the whole transaction, insert included.)
+        let replaced = self
+            .jobs
+            .insert(key, job.bytes.as_slice())
+            .map_err(backend)?
+            .map(|raw| Schedule::of(raw.value()))
+            .transpose()?;
+        let Some(old) = replaced else {
+            return self.index(job);
         };
-        if holds_envelope {
+        if old.holds_envelope {
             // Written before envelopes were stored apart: the new record leaves it out.
             self.payloads
                 .insert(key.1, job.payload.as_str())
                 .map_err(backend)?;
         }
-        match old_due {
-            Some(due) if Some(due) == job.due => {
-                // Same due entry (a claim or a retry at the same time): only the record changes.
-                return self
-                    .jobs
-                    .insert(key, job.bytes.as_slice())
-                    .map(|_| ())
-                    .map_err(backend);
+        let old_due = (old.state == DeliveryState::Pending).then(|| created_key(old.due_at));
+        // Same due entry (a claim or a retry at the same time): only the record changed.
+        if old_due != job.due {
+            if let Some(due) = old_due {
+                self.unschedule(due, key.0, key.1)?;
             }
-            Some(due) => self.unschedule(due, key.0, key.1)?,
-            None => {}
-        }
-        if exists {
-            // Its message index entry is there already.
-            self.jobs
-                .insert(key, job.bytes.as_slice())
-                .map_err(backend)?;
             if let Some(due) = job.due {
                 self.schedule(due, key.0, key.1)?;
             }
-            return Ok(());
         }
-        self.put(job)
+        Ok(())
     }
 
     fn put(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
-        let (endpoint, msg) = (job.endpoint_id.as_str(), job.msg_id.as_str());
         self.jobs
-            .insert((endpoint, msg), job.bytes.as_slice())
+            .insert(
+                (job.endpoint_id.as_str(), job.msg_id.as_str()),
+                job.bytes.as_slice(),
+            )
             .map_err(backend)?;
+        self.index(job)
+    }
+
+    /// A new job's message index entry, envelope (the message's jobs for other endpoints share
+    /// it) and due entry.
+    fn index(&mut self, job: &EncodedJob) -> Result<(), StoreError> {
+        let (endpoint, msg) = (job.endpoint_id.as_str(), job.msg_id.as_str());
         self.by_msg.insert((msg, endpoint), ()).map_err(backend)?;
-        // The message's jobs for other endpoints share the envelope.
         if self.payloads.get(msg).map_err(backend)?.is_none() {
             self.payloads
                 .insert(msg, job.payload.as_str())
