@@ -187,6 +187,7 @@ async fn replay(last_url: &str, target: &str, conns: usize, seconds: u64) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .pool_max_idle_per_host(conns.max(16))
         .build()
         .expect("reqwest client");

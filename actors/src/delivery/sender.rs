@@ -108,6 +108,9 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
+            // The queue retries on its own schedule. reqwest's default retry layer would copy
+            // every request (headers, extensions) in case it retries a protocol NACK.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .pool_max_idle_per_host(16)
             .build()
