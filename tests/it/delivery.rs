@@ -173,18 +173,23 @@ pub(crate) async fn endpoint(
     )
 }
 
+/// The first page of endpoint `id`'s delivery log, newest first.
+async fn delivery_log(app: &TestApp, id: &str) -> Value {
+    app.send(
+        Method::GET,
+        &format!("/v1/webhooks/endpoints/{id}/deliveries"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await
+    .body
+}
+
 /// Waits until the newest delivery of endpoint `id` is in `state`; returns the log page.
 async fn log_when(app: &TestApp, id: &str, state: &str) -> Value {
     eventually(Duration::from_secs(10), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        (r.body["data"][0]["state"] == json!(state)).then_some(r.body)
+        let log = delivery_log(app, id).await;
+        (log["data"][0]["state"] == json!(state)).then_some(log)
     })
     .await
 }
@@ -544,15 +549,10 @@ async fn a_worker_panicking_mid_run_frees_its_slot_and_its_job_goes_again() {
     casehub_actors::testing::panic_on_attempt(&id, 3);
     set_status(&app, &id, "active").await;
     let log = eventually(Duration::from_secs(20), || async {
-        let r = app
-            .send(
-                Method::GET,
-                &format!("/v1/webhooks/endpoints/{id}/deliveries"),
-                Some(ADMIN_KEY),
-                None,
-            )
-            .await;
-        let jobs = r.body["data"].as_array().cloned().unwrap_or_default();
+        let jobs = delivery_log(&app, &id).await["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (jobs.len() == cases && jobs.iter().all(|j| j["state"] == json!("delivered")))
             .then_some(jobs)
     })

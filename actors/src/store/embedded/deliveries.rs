@@ -738,6 +738,22 @@ mod tests {
             .unwrap()
     }
 
+    /// Opens the store in `dir`, checks how `job` is stored there and that it reads back.
+    async fn reopened(
+        dir: &std::path::Path,
+        job: &DeliveryJob,
+        how: Stored,
+    ) -> std::sync::Arc<EmbeddedStore> {
+        let store = EmbeddedStore::open(dir, true).unwrap();
+        assert_eq!(stored(&store, job), how);
+        let loaded = store
+            .load_delivery(&job.endpoint_id, &job.msg_id)
+            .await
+            .unwrap();
+        assert_eq!(loaded.as_ref(), Some(job));
+        store
+    }
+
     /// What every job written now looks like.
     const CURRENT: Stored = Stored {
         binary: true,
@@ -759,18 +775,13 @@ mod tests {
         let mut job = DeliveryJob::new(&event, "wh_old");
         write_whole(dir.path(), &job);
 
-        let store = EmbeddedStore::open(dir.path(), true).unwrap();
-        assert_eq!(
-            stored(&store, &job),
-            Stored {
-                binary: false,
-                holds_envelope: true,
-                apart: false
-            }
-        );
+        let how = Stored {
+            binary: false,
+            holds_envelope: true,
+            apart: false,
+        };
+        let store = reopened(dir.path(), &job, how).await;
         let (endpoint, msg) = (job.endpoint_id.clone(), job.msg_id.clone());
-        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
-        assert_eq!(loaded.as_ref(), Some(&job));
         assert_eq!(store.due_deliveries(now, 10).await.unwrap(), [job.clone()]);
         // The per-endpoint due index was built at open.
         let none = |_: &str, _: &str| false;
@@ -900,18 +911,13 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let store = EmbeddedStore::open(dir.path(), true).unwrap();
-        assert_eq!(
-            stored(&store, &job),
-            Stored {
-                binary: false,
-                holds_envelope: false,
-                apart: true
-            }
-        );
+        let how = Stored {
+            binary: false,
+            holds_envelope: false,
+            apart: true,
+        };
+        let store = reopened(dir.path(), &job, how).await;
         let (endpoint, msg) = (job.endpoint_id.clone(), job.msg_id.clone());
-        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
-        assert_eq!(loaded.as_ref(), Some(&job));
         let due = job.due_at;
         assert_eq!(store.due_deliveries(due, 10).await.unwrap(), [job.clone()]);
 
