@@ -1348,11 +1348,11 @@ impl DeliveryWorker {
 }
 
 /// A run of one worker: how its attempts went so far. Dropping it tells the dispatcher, so a run
-/// answers however it ends: normally, or by a panic in an attempt (the factory then replaces
-/// the worker). Without that, a panic would hold the endpoint's slot and its job in flight until
-/// a restart. The job the panic interrupted was not recorded: it counts as a failed attempt and
-/// goes again under the same `webhook-id` (on a shared store once its claim runs out, as when a
-/// node dies mid-attempt).
+/// answers however it ends: normally, by a panic in an attempt (the factory then replaces the
+/// worker) or cancelled mid-attempt (the worker stopped). Without that, a panic would hold the
+/// endpoint's slot and its job in flight until a restart. The job it interrupted was not
+/// recorded: it counts as a failed attempt and goes again under the same `webhook-id` (on a
+/// shared store once its claim runs out, as when a node dies mid-attempt).
 struct Run<'w> {
     worker: &'w DeliveryWorker,
     endpoint: &'w str,
@@ -1365,7 +1365,11 @@ impl Drop for Run<'_> {
     fn drop(&mut self) {
         let mut answers = std::mem::take(&mut self.answers);
         if let Some(msg_id) = self.current.take() {
-            tracing::error!(endpoint = %self.endpoint, %msg_id, "a delivery attempt panicked; the job goes again");
+            if std::thread::panicking() {
+                tracing::error!(endpoint = %self.endpoint, %msg_id, "a delivery attempt panicked; the job goes again");
+            } else {
+                tracing::debug!(endpoint = %self.endpoint, %msg_id, "a delivery attempt was cancelled; the job goes again");
+            }
             answers.push(Answer {
                 msg_id,
                 delivered: false,
