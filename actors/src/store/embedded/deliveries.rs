@@ -754,6 +754,29 @@ mod tests {
         store
     }
 
+    /// Records `job`'s attempts and checks that it is now stored as every job is and reads back.
+    async fn rewritten(store: &EmbeddedStore, job: &DeliveryJob) {
+        store
+            .record_attempts(std::slice::from_ref(job))
+            .await
+            .unwrap();
+        assert_eq!(stored(store, job), CURRENT);
+        let loaded = store
+            .load_delivery(&job.endpoint_id, &job.msg_id)
+            .await
+            .unwrap();
+        assert_eq!(loaded.as_ref(), Some(job));
+    }
+
+    /// A JSON record as written before: with its envelope inside, or with it stored apart.
+    fn json_record(holds_envelope: bool) -> Stored {
+        Stored {
+            binary: false,
+            holds_envelope,
+            apart: !holds_envelope,
+        }
+    }
+
     /// What every job written now looks like.
     const CURRENT: Stored = Stored {
         binary: true,
@@ -775,13 +798,7 @@ mod tests {
         let mut job = DeliveryJob::new(&event, "wh_old");
         write_whole(dir.path(), &job);
 
-        let how = Stored {
-            binary: false,
-            holds_envelope: true,
-            apart: false,
-        };
-        let store = reopened(dir.path(), &job, how).await;
-        let (endpoint, msg) = (job.endpoint_id.clone(), job.msg_id.clone());
+        let store = reopened(dir.path(), &job, json_record(true)).await;
         assert_eq!(store.due_deliveries(now, 10).await.unwrap(), [job.clone()]);
         // The per-endpoint due index was built at open.
         let none = |_: &str, _: &str| false;
@@ -824,13 +841,7 @@ mod tests {
             },
             Some(retry),
         );
-        store
-            .record_attempts(std::slice::from_ref(&job))
-            .await
-            .unwrap();
-        assert_eq!(stored(&store, &job), CURRENT);
-        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
-        assert_eq!(loaded.as_ref(), Some(&job));
+        rewritten(&store, &job).await;
         assert_eq!(
             store.deliveries_of_message(&job.msg_id).await.unwrap(),
             [job.clone()]
@@ -911,13 +922,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let how = Stored {
-            binary: false,
-            holds_envelope: false,
-            apart: true,
-        };
-        let store = reopened(dir.path(), &job, how).await;
-        let (endpoint, msg) = (job.endpoint_id.clone(), job.msg_id.clone());
+        let store = reopened(dir.path(), &job, json_record(false)).await;
         let due = job.due_at;
         assert_eq!(store.due_deliveries(due, 10).await.unwrap(), [job.clone()]);
 
@@ -933,14 +938,8 @@ mod tests {
             },
             None,
         );
-        store
-            .record_attempts(std::slice::from_ref(&job))
-            .await
-            .unwrap();
-        assert_eq!(stored(&store, &job), CURRENT);
-        let loaded = store.load_delivery(&endpoint, &msg).await.unwrap();
-        assert_eq!(loaded.as_ref(), Some(&job));
-        assert_eq!(loaded.unwrap().attempts.len(), 3);
+        rewritten(&store, &job).await;
+        assert_eq!(job.attempts.len(), 3);
         // Delivered: its due entry went with the update.
         assert!(store.due_deliveries(due, 10).await.unwrap().is_empty());
         store.close().await;
