@@ -2,21 +2,22 @@
 //! directory, never the machine's shared instance, and a fault a test can plant in the delivery
 //! pool.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// Endpoint id → how many more attempts to it go before one panics.
-static PANICS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+static PANICS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Mutex::default);
 
 /// Makes the `nth` (1-based) delivery attempt to endpoint `endpoint_id` from now on panic in
 /// its worker before it sends anything, as a bug would: tests see what the pool does when a
 /// worker dies mid-run. Keyed by endpoint, so tests running side by side do not meet it.
 pub fn panic_on_attempt(endpoint_id: &str, nth: usize) {
     let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
-    panics.retain(|(id, _)| id != endpoint_id);
-    panics.push((endpoint_id.to_string(), nth.max(1)));
+    panics.insert(endpoint_id.to_string(), nth.max(1));
 }
 
 /// Panics if a test planted a panic for this attempt to `endpoint_id` (see
@@ -24,15 +25,11 @@ pub fn panic_on_attempt(endpoint_id: &str, nth: usize) {
 pub(crate) fn planted_panic(endpoint_id: &str) {
     let fire = {
         let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(at) = panics.iter().position(|(id, _)| id == endpoint_id) else {
+        let Some(left) = panics.get_mut(endpoint_id) else {
             return;
         };
-        panics[at].1 -= 1;
-        let fire = panics[at].1 == 0;
-        if fire {
-            panics.remove(at);
-        }
-        fire
+        *left -= 1;
+        *left == 0 && panics.remove(endpoint_id).is_some()
     };
     if fire {
         panic!("a panic planted by a test in a delivery attempt to {endpoint_id}");

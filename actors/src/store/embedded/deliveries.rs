@@ -141,10 +141,9 @@ impl<'txn> DeliveryTables<'txn> {
                 .insert(key.1, job.payload.as_str())
                 .map_err(backend)?;
         }
-        let old_due = (old.state == DeliveryState::Pending).then(|| created_key(old.due_at));
         // Same due entry (a claim or a retry at the same time): only the record changed.
-        if old_due != job.due {
-            if let Some(due) = old_due {
+        if old.due != job.due {
+            if let Some(due) = old.due {
                 self.unschedule(due, key.0, key.1)?;
             }
             if let Some(due) = job.due {
@@ -226,11 +225,16 @@ impl EncodedJob {
         Ok(EncodedJob {
             endpoint_id: job.endpoint_id.clone(),
             msg_id: job.msg_id.clone(),
-            due: (job.state == DeliveryState::Pending).then(|| created_key(job.due_at)),
+            due: due_key(job.state, job.due_at),
             bytes: postcard::to_extend(&record, bytes).map_err(backend)?,
             payload: job.payload.text().to_string(),
         })
     }
+}
+
+/// A job's due-index key: its due time while it is pending, none once settled.
+fn due_key(state: DeliveryState, due_at: DateTime<Utc>) -> Option<u64> {
+    (state == DeliveryState::Pending).then(|| created_key(due_at))
 }
 
 /// The first byte of a binary record. A JSON record (as written before) starts with `{`.
@@ -309,9 +313,10 @@ impl serde::Serialize for Attempts<'_> {
     }
 }
 
-/// A stored JSON job (written before records were binary) as read back.
+/// A stored job as read back, without its envelope unless the record still holds one: a JSON
+/// record (as written before) deserializes into it, a binary one is converted.
 #[derive(serde::Deserialize)]
-struct JsonRecord {
+struct Record {
     msg_id: String,
     endpoint_id: String,
     event: String,
@@ -324,11 +329,10 @@ struct JsonRecord {
     attempts: Vec<Attempt>,
 }
 
-/// The part of a stored job an update needs: where its due entry is, and whether the record
-/// still holds its envelope.
+/// The part of a stored job an update needs: its due entry (while pending), and whether the
+/// record still holds its envelope.
 struct Schedule {
-    state: DeliveryState,
-    due_at: DateTime<Utc>,
+    due: Option<u64>,
     holds_envelope: bool,
 }
 
@@ -347,15 +351,13 @@ impl Schedule {
             let ((state, due_at), _): ((u8, Stamp), _) =
                 postcard::take_from_bytes(rest).map_err(corrupt)?;
             return Ok(Schedule {
-                state: state_of(state)?,
-                due_at: time_of(due_at)?,
+                due: due_key(state_of(state)?, time_of(due_at)?),
                 holds_envelope: false,
             });
         }
         let old: JsonSchedule = serde_json::from_slice(raw).map_err(corrupt)?;
         Ok(Schedule {
-            state: old.state,
-            due_at: old.due_at,
+            due: due_key(old.state, old.due_at),
             holds_envelope: old.payload.is_some(),
         })
     }
@@ -369,7 +371,7 @@ fn decode(raw: &[u8], payloads: &Payloads) -> Result<DeliveryJob, StoreError> {
         Some((&BINARY_RECORD, rest)) => {
             let r: BinaryRecord<String, Vec<BinaryAttempt<String>>> =
                 postcard::from_bytes(rest).map_err(corrupt)?;
-            JsonRecord {
+            Record {
                 state: state_of(r.state)?,
                 due_at: time_of(r.due_at)?,
                 msg_id: r.msg_id,
@@ -738,19 +740,24 @@ mod tests {
             .unwrap()
     }
 
-    /// Opens the store in `dir`, checks how `job` is stored there and that it reads back.
+    /// Checks that `job` is stored `how` and reads back as it is.
+    async fn stored_as(store: &EmbeddedStore, job: &DeliveryJob, how: Stored) {
+        assert_eq!(stored(store, job), how);
+        let loaded = store
+            .load_delivery(&job.endpoint_id, &job.msg_id)
+            .await
+            .unwrap();
+        assert_eq!(loaded.as_ref(), Some(job));
+    }
+
+    /// Opens the store in `dir` and checks how `job` is stored there and that it reads back.
     async fn reopened(
         dir: &std::path::Path,
         job: &DeliveryJob,
         how: Stored,
     ) -> std::sync::Arc<EmbeddedStore> {
         let store = EmbeddedStore::open(dir, true).unwrap();
-        assert_eq!(stored(&store, job), how);
-        let loaded = store
-            .load_delivery(&job.endpoint_id, &job.msg_id)
-            .await
-            .unwrap();
-        assert_eq!(loaded.as_ref(), Some(job));
+        stored_as(&store, job, how).await;
         store
     }
 
@@ -760,12 +767,7 @@ mod tests {
             .record_attempts(std::slice::from_ref(job))
             .await
             .unwrap();
-        assert_eq!(stored(store, job), CURRENT);
-        let loaded = store
-            .load_delivery(&job.endpoint_id, &job.msg_id)
-            .await
-            .unwrap();
-        assert_eq!(loaded.as_ref(), Some(job));
+        stored_as(store, job, CURRENT).await;
     }
 
     /// A JSON record as written before: with its envelope inside, or with it stored apart.
@@ -952,8 +954,8 @@ mod tests {
         assert_eq!(bytes[0], BINARY_RECORD);
         let schedule = Schedule::of(&bytes).unwrap();
         assert_eq!(
-            (schedule.state, schedule.due_at, schedule.holds_envelope),
-            (DeliveryState::Pending, job.due_at, false)
+            (schedule.due, schedule.holds_envelope),
+            (Some(created_key(job.due_at)), false)
         );
         let mut bad_state = bytes.clone();
         bad_state[1] = 9;
