@@ -534,6 +534,7 @@ async fn a_worker_panicking_mid_run_frees_its_slot_and_its_job_goes_again() {
     let app = spawn_app_with(|s| {
         deliver_locally(s);
         s.delivery.per_endpoint_concurrency = 1;
+        s.delivery.workers = 4;
         s.delivery.timeout_ms = 1000;
     })
     .await;
@@ -566,6 +567,9 @@ async fn a_worker_panicking_mid_run_frees_its_slot_and_its_job_goes_again() {
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), cases, "a message arrived twice");
     assert_eq!(unique.len(), cases);
+    // The planted panic did happen: the factory replaced one worker.
+    let spawned = metric(&app, "casehub_actor_spawns_total{kind=\"delivery_worker\"}").await;
+    assert_eq!(spawned, 5.0, "four workers and one replacement");
     app.stop().await;
 }
 
@@ -1077,15 +1081,17 @@ async fn a_fifo_endpoint_retries_its_head_behind_a_long_backlog() {
     app.stop().await;
 }
 
-/// How many times the dispatcher has asked the store where the outbox ends.
-async fn outbox_end_calls(app: &TestApp) -> f64 {
+/// The value of one `/metrics` series (name and labels as exposed), 0 when it is absent.
+async fn metric(app: &TestApp, series: &str) -> f64 {
     let text = app.metrics_text().await;
     text.lines()
-        .find(|l| {
-            l.starts_with("casehub_store_op_seconds_count{") && l.contains("op=\"outbox_end\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// How many times the dispatcher has asked the store where the outbox ends.
+async fn outbox_end_calls(app: &TestApp) -> f64 {
+    metric(app, "casehub_store_op_seconds_count{op=\"outbox_end\"}").await
 }
 
 #[tokio::test]
