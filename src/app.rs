@@ -18,7 +18,8 @@ use casehub_actors::case::{CaseContext, CaseDirectory, SupervisorSettings};
 use casehub_actors::clock::{SharedClock, SystemClock};
 use casehub_actors::cluster::Cluster;
 use casehub_actors::delivery::fix::{FixOutcomes, FixRoute};
-use casehub_actors::delivery::pool::{DeliveryDispatcher, DispatchMsg, PoolContext, PoolSettings};
+use casehub_actors::delivery::pool::{DispatchMsg, PoolContext, PoolSettings};
+use casehub_actors::delivery::runtime::PoolRuntime;
 use casehub_actors::delivery::sealing::{SecretSealer, seal_stored};
 use casehub_actors::delivery::sender::Sender;
 use casehub_actors::rooms::{RoomHub, RoomsConfig};
@@ -146,7 +147,7 @@ impl Application {
         .await
         .context("starting the case supervisors")?;
         // The pool starts after the cases: it reports fix outcomes to them.
-        let dispatcher =
+        let (dispatcher, delivery_runtime) =
             start_delivery(&settings, &store, &cluster, &bus, &telemetry, &cases).await?;
         warm_similar_cases(&store, &cases, settings.triage.similar_cases_window).await;
         let rooms = RoomHub::start(RoomsConfig {
@@ -177,6 +178,7 @@ impl Application {
             shutdown,
             alerts,
             dispatcher,
+            delivery_runtime,
             rooms,
             started: Instant::now(),
             idempotency_locks: parking_lot::Mutex::new(HashMap::new()),
@@ -284,7 +286,7 @@ async fn start_delivery(
     bus: &EventBus,
     telemetry: &Arc<Telemetry>,
     cases: &CaseDirectory,
-) -> anyhow::Result<ractor::ActorRef<DispatchMsg>> {
+) -> anyhow::Result<(ractor::ActorRef<DispatchMsg>, PoolRuntime)> {
     let delivery = &settings.delivery;
     let sealer = SecretSealer::from_base64(delivery.secret_key.expose())
         .map_err(|e| anyhow::anyhow!("delivery.secret_key: {e}"))?;
@@ -316,30 +318,33 @@ async fn start_delivery(
         .map_err(|e| anyhow::anyhow!("delivery.fix_executor_url: {e}"))?;
         Some(route)
     };
-    let dispatcher = DeliveryDispatcher::start(PoolContext {
-        store: store.clone(),
-        cluster: cluster.clone(),
-        bus: bus.clone(),
-        sender,
-        settings: PoolSettings {
-            workers: delivery.workers,
-            per_endpoint: delivery.per_endpoint_concurrency,
-            retry_schedule: delivery.retry_schedule.clone(),
-            poll_interval: delivery.poll_interval,
-            circuit_threshold: delivery.circuit_threshold,
-            circuit_cooldown: delivery.circuit_cooldown,
-            disable_after: delivery.disable_after,
-            // An attempt takes at most its timeout; the margin covers recording it.
-            claim_for: timeout * 2 + Duration::from_secs(5),
-        },
-        sealer,
-        fix,
-        dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
-        worker_metrics: telemetry.actor("delivery_worker"),
-        telemetry: telemetry.clone(),
-    })
-    .await
-    .context("starting the delivery pool")?;
+    let runtime = PoolRuntime::new(delivery.threads)
+        .context("delivery.threads: cannot start the delivery runtime")?;
+    let dispatcher = runtime
+        .start(PoolContext {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            bus: bus.clone(),
+            sender,
+            settings: PoolSettings {
+                workers: delivery.workers,
+                per_endpoint: delivery.per_endpoint_concurrency,
+                retry_schedule: delivery.retry_schedule.clone(),
+                poll_interval: delivery.poll_interval,
+                circuit_threshold: delivery.circuit_threshold,
+                circuit_cooldown: delivery.circuit_cooldown,
+                disable_after: delivery.disable_after,
+                // An attempt takes at most its timeout; the margin covers recording it.
+                claim_for: timeout * 2 + Duration::from_secs(5),
+            },
+            sealer,
+            fix,
+            dispatcher_metrics: telemetry.actor("delivery_dispatcher"),
+            worker_metrics: telemetry.actor("delivery_worker"),
+            telemetry: telemetry.clone(),
+        })
+        .await
+        .context("starting the delivery pool")?;
     // Cases left between two steps finish from the store, in the background.
     let resume = cases.clone();
     tokio::spawn(async move {
@@ -349,7 +354,7 @@ async fn start_delivery(
             Err(e) => tracing::warn!(error = %e, "resuming unfinished cases failed"),
         }
     });
-    Ok(dispatcher)
+    Ok((dispatcher, runtime))
 }
 
 /// The embedded store under `data_dir`, or Redis when `store.url` is set.

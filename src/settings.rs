@@ -174,6 +174,8 @@ pub struct DeliverySettings {
     pub workers: usize,
     /// Deliveries in flight per endpoint at most.
     pub per_endpoint_concurrency: usize,
+    /// Threads of the delivery pool's own runtime (HTTP intake keeps the server's runtime).
+    pub threads: usize,
     /// How often due retries are looked for.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -412,6 +414,9 @@ impl Settings {
         if d.workers == 0 || d.workers > 1024 {
             return fail("delivery.workers: must be 1-1024".into());
         }
+        if d.threads == 0 || d.threads > 64 {
+            return fail("delivery.threads: must be 1-64".into());
+        }
         if d.per_endpoint_concurrency == 0 {
             return fail("delivery.per_endpoint_concurrency: must be at least 1".into());
         }
@@ -523,6 +528,7 @@ mod tests {
         assert!(bad("[auth]\nip_allowlist = [\"10.0.0.0/99\"]").contains("auth.ip_allowlist[0]"));
         assert!(bad("[server]\nbind = \"0.0.0.0:8080\"").contains("allow_dev_secrets"));
         assert!(bad("[delivery]\nsecret_key = \"c2hvcnQ=\"").contains("delivery.secret_key"));
+        assert!(bad("[delivery]\nthreads = 0").contains("delivery.threads"));
         assert!(
             bad("[delivery]\nper_endpoint_concurrency = 16")
                 .contains("delivery.per_endpoint_concurrency")

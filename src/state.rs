@@ -36,6 +36,8 @@ pub struct Inner {
     pub alerts: ractor::ActorRef<casehub_actors::alerts::AlertMsg>,
     /// The delivery dispatcher (stopped on shutdown).
     pub dispatcher: ractor::ActorRef<casehub_actors::delivery::pool::DispatchMsg>,
+    /// The runtime the delivery pool runs on (stopped when the state is dropped).
+    pub delivery_runtime: casehub_actors::delivery::runtime::PoolRuntime,
     /// The review rooms.
     pub rooms: casehub_actors::rooms::RoomHub,
     pub started: Instant,

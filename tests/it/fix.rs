@@ -7,7 +7,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::delivery::{assert_signed, endpoint, events_of, settle, start_receiver, webhook_ids};
+use crate::delivery::{
+    assert_signed, endpoint, settle, sorted_events_of, start_receiver, webhook_ids,
+};
 use crate::harness::*;
 
 /// The certificate solution of the knowledge base has an automated fix.
@@ -113,12 +115,12 @@ async fn an_acknowledged_fix_resolves_the_case_as_automated() {
     })
     .await;
     assert_eq!(
-        events_of(&rx.got("all")),
+        sorted_events_of(&rx.got("all")),
         [
             "case.created",
+            "case.resolved",
             "case.updated",
-            "case.updated",
-            "case.resolved"
+            "case.updated"
         ]
     );
     app.stop().await;
