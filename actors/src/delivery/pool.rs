@@ -561,7 +561,7 @@ impl DispatchState {
                 if end > after {
                     self.ctx
                         .store
-                        .enqueue_deliveries(Vec::new(), &end.to_string())
+                        .enqueue_fanned_out(Vec::new(), &end.to_string())
                         .await?;
                 }
                 return Ok(());
@@ -583,7 +583,7 @@ impl DispatchState {
                         .chain(fix)
                 })
                 .collect();
-            self.ctx.store.enqueue_deliveries(jobs, &last).await?;
+            self.ctx.store.enqueue_fanned_out(jobs, &last).await?;
         }
     }
 

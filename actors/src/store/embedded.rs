@@ -437,7 +437,26 @@ impl SnapshotStore for EmbeddedStore {
         cursor: &str,
     ) -> Result<(), StoreError> {
         let cursor = cursor.to_string();
-        self.write(Write::Enqueue { jobs, cursor }).await
+        self.write(Write::Enqueue {
+            jobs,
+            cursor,
+            sync: true,
+        })
+        .await
+    }
+
+    async fn enqueue_fanned_out(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        let cursor = cursor.to_string();
+        self.write(Write::Enqueue {
+            jobs,
+            cursor,
+            sync: false,
+        })
+        .await
     }
 
     async fn due_deliveries_skipping(

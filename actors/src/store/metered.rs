@@ -126,6 +126,18 @@ impl SnapshotStore for MeteredStore {
         .await
     }
 
+    async fn enqueue_fanned_out(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "enqueue_fanned_out",
+            self.inner.enqueue_fanned_out(jobs, cursor),
+        )
+        .await
+    }
+
     async fn due_deliveries_skipping(
         &self,
         now: DateTime<Utc>,

@@ -175,6 +175,20 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
         cursor: &str,
     ) -> Result<(), StoreError>;
 
+    /// [`SnapshotStore::enqueue_deliveries`] for the dispatcher's fan-out, whose jobs are made
+    /// from outbox events and may be acknowledged before they are on disk (the embedded store
+    /// syncs them within about a second, or with the next durable write): a crash before that
+    /// sets the cursor back with them, and the dispatcher makes the same jobs (same `msg_id`)
+    /// from the outbox again. A write that was acknowledged to a caller (an endpoint created,
+    /// a test send) is durable and so syncs every fan-out before it.
+    async fn enqueue_fanned_out(
+        &self,
+        jobs: Vec<DeliveryJob>,
+        cursor: &str,
+    ) -> Result<(), StoreError> {
+        self.enqueue_deliveries(jobs, cursor).await
+    }
+
     /// Pending jobs with `due_at <= now`, earliest first, at most `limit`. Jobs of paused
     /// endpoints are included (the caller decides). Due times compare at the index's precision
     /// (milliseconds at worst), consistently with [`SnapshotStore::next_due`].

@@ -76,10 +76,12 @@ pub(super) enum Write {
     Events(Vec<Vec<u8>>),
     PutEndpoint(Box<Endpoint>),
     DeleteEndpoint(String),
-    /// New delivery jobs (existing ones are kept) and the dispatch cursor after them.
+    /// New delivery jobs (existing ones are kept) and the dispatch cursor after them; the
+    /// dispatcher's fan-out (`sync: false`) need not be on disk when acknowledged.
     Enqueue {
         jobs: Vec<DeliveryJob>,
         cursor: String,
+        sync: bool,
     },
     /// Jobs after their attempts, in order (one batch entry however many), encoded by the
     /// caller; the recorder's attempts (`sync: false`) need not be on disk when acknowledged.
@@ -104,7 +106,7 @@ impl Write {
     fn must_sync(&self, durable: bool) -> bool {
         match self {
             Write::RoomAppend(append) => !append.meta.open || append.entries.is_empty(),
-            Write::UpdateDeliveries { sync, .. } => *sync && durable,
+            Write::UpdateDeliveries { sync, .. } | Write::Enqueue { sync, .. } => *sync && durable,
             Write::Sync => false,
             _ => durable,
         }
@@ -203,7 +205,7 @@ fn apply_batch(
         let mut delivery_tables: Option<DeliveryTables> = None;
         for write in writes {
             let commit = match write {
-                Write::Enqueue { jobs, cursor } => {
+                Write::Enqueue { jobs, cursor, .. } => {
                     open_deliveries(&txn, &mut delivery_tables)?.enqueue(jobs, cursor)?;
                     continue;
                 }
