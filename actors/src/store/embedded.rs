@@ -436,13 +436,7 @@ impl SnapshotStore for EmbeddedStore {
         jobs: Vec<DeliveryJob>,
         cursor: &str,
     ) -> Result<(), StoreError> {
-        let cursor = cursor.to_string();
-        self.write(Write::Enqueue {
-            jobs,
-            cursor,
-            sync: true,
-        })
-        .await
+        self.write(Write::enqueue(jobs, cursor, true)).await
     }
 
     async fn enqueue_fanned_out(
@@ -450,13 +444,7 @@ impl SnapshotStore for EmbeddedStore {
         jobs: Vec<DeliveryJob>,
         cursor: &str,
     ) -> Result<(), StoreError> {
-        let cursor = cursor.to_string();
-        self.write(Write::Enqueue {
-            jobs,
-            cursor,
-            sync: false,
-        })
-        .await
+        self.write(Write::enqueue(jobs, cursor, false)).await
     }
 
     async fn due_deliveries_skipping(

@@ -96,13 +96,24 @@ pub(super) enum Write {
 }
 
 impl Write {
+    /// An [`Write::Enqueue`] of `jobs` and `cursor`.
+    pub(super) fn enqueue(jobs: Vec<DeliveryJob>, cursor: &str, sync: bool) -> Self {
+        Write::Enqueue {
+            jobs,
+            cursor: cursor.to_string(),
+            sync,
+        }
+    }
+
     /// Whether the write must be on disk before it is acknowledged, given `store.durable`.
     /// A running room's history batches need not be: the room's start marker (`open`) is
     /// synced, so after a crash the room starts a new epoch and never replays from what was
     /// lost, and its clean-close marker is synced, which persists every batch before it. The
     /// markers are synced even when `durable` is off (twice per room lifetime), since a lost
-    /// start marker would let a room reuse an epoch whose history it no longer has. Everything
-    /// else follows `durable`. A batch is synced if any of its writes must be.
+    /// start marker would let a room reuse an epoch whose history it no longer has. Nor need
+    /// the recorder's attempts and the dispatcher's fan-out (`sync: false`): after a crash their
+    /// jobs are pending again or made again from the outbox. Everything else follows `durable`.
+    /// A batch is synced if any of its writes must be.
     fn must_sync(&self, durable: bool) -> bool {
         match self {
             Write::RoomAppend(append) => !append.meta.open || append.entries.is_empty(),
