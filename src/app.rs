@@ -318,8 +318,12 @@ async fn start_delivery(
         .map_err(|e| anyhow::anyhow!("delivery.fix_executor_url: {e}"))?;
         Some(route)
     };
-    let runtime = PoolRuntime::new(delivery.threads)
-        .context("delivery.threads: cannot start the delivery runtime")?;
+    let runtime = if settings.store.is_redis() {
+        PoolRuntime::shared()
+    } else {
+        PoolRuntime::new(delivery.threads)
+            .context("delivery.threads: cannot start the delivery runtime")?
+    };
     let dispatcher = runtime
         .start(PoolContext {
             store: store.clone(),

@@ -174,7 +174,8 @@ pub struct DeliverySettings {
     pub workers: usize,
     /// Deliveries in flight per endpoint at most.
     pub per_endpoint_concurrency: usize,
-    /// Threads of the delivery pool's own runtime (HTTP intake keeps the server's runtime).
+    /// Threads of the delivery pool's own runtime (HTTP intake keeps the server's runtime; on
+    /// the Redis store the pool shares the server's runtime and this is not used).
     pub threads: usize,
     /// How often due retries are looked for.
     #[serde(with = "humantime_serde")]

@@ -194,7 +194,7 @@ pub struct Wakeups {
 /// After the bus wakes the dispatcher, how long further events gather before they may wake it
 /// again. The first event after a quiet spell goes at once; under steady intake a pass fans out
 /// a few milliseconds' events (the dispatcher runs on its own thread, and a pass per event or
-/// two cost intake 7 % more CPU per request, with three times the passes).
+/// two cost intake 10 % more CPU per request, with three times the passes).
 const EVENT_GATHER: Duration = Duration::from_millis(2);
 
 /// The dispatcher actor type.

@@ -8,23 +8,30 @@
 //! (BENCHMARKS.md, session 11). So the pool runs on a runtime of `delivery.threads` threads, and
 //! HTTP intake keeps the server's runtime to itself. Everything the pool starts lives here: the
 //! dispatcher, the factory and its workers, the recorder and the sender's connections.
+//!
+//! Not on the Redis store: there the pool [`shares`](PoolRuntime::shared) the server's runtime.
+//! The Redis connection manager reconnects on the runtime of whichever call noticed the
+//! failure, so the pool's calls could move the server's Redis connections onto the pool's
+//! thread, and they would end with it.
 
 use ractor::{ActorRef, SpawnErr};
 use tokio::runtime::{Builder, Handle, Runtime};
 
 use super::pool::{DeliveryDispatcher, DispatchMsg, PoolContext};
 
-/// Owns the runtime; dropping it stops whatever still runs there without waiting (attempts in
-/// flight are abandoned, their jobs stay pending in the store and go again after a restart).
+/// Where the pool runs. When it owns its runtime, dropping it stops whatever still runs there
+/// without waiting (attempts in flight are abandoned, their jobs stay pending in the store and
+/// go again after a restart).
 pub struct PoolRuntime {
     handle: Handle,
-    /// Taken only on drop.
+    /// The pool's own runtime (taken on drop); `None` when it shares the server's.
     runtime: Option<Runtime>,
 }
 
 impl std::fmt::Debug for PoolRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolRuntime")
+            .field("own", &self.runtime.is_some())
             .field("threads", &self.handle.metrics().num_workers())
             .finish()
     }
@@ -42,6 +49,14 @@ impl PoolRuntime {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
+    }
+
+    /// The runtime of the caller (the server's), shared.
+    pub fn shared() -> Self {
+        PoolRuntime {
+            handle: Handle::current(),
+            runtime: None,
+        }
     }
 
     /// Starts the pool ([`DeliveryDispatcher::start`]) on this runtime.
@@ -83,5 +98,19 @@ mod tests {
         // blocking is not allowed").
         drop(pool);
         assert_eq!(rx.recv().await, None, "the pending task was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_shared_pool_runtime_leaves_the_servers_tasks_running_when_dropped() {
+        let pool = PoolRuntime::shared();
+        let (go_tx, go) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        pool.handle.spawn(async move {
+            let _ = go.await;
+            let _ = tx.send(()).await;
+        });
+        drop(pool);
+        go_tx.send(()).unwrap();
+        assert_eq!(rx.recv().await, Some(()), "the task ran on after the drop");
     }
 }

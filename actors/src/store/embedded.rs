@@ -161,8 +161,8 @@ impl EmbeddedStore {
         };
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        // Writes that need no sync (recorded attempts, room history) are synced within about
-        // a second even when nothing else is written.
+        // Writes that need no sync (recorded attempts, the dispatcher's fan-out, room history)
+        // are synced within about a second even when nothing else is written.
         let ticker = tx.downgrade();
         std::thread::Builder::new()
             .name("casehub-store-sync".into())
@@ -436,7 +436,7 @@ impl SnapshotStore for EmbeddedStore {
         jobs: Vec<DeliveryJob>,
         cursor: &str,
     ) -> Result<(), StoreError> {
-        self.write(Write::enqueue(jobs, cursor, true)).await
+        self.write(Write::enqueue(jobs, cursor)).await
     }
 
     async fn enqueue_fanned_out(
@@ -444,7 +444,7 @@ impl SnapshotStore for EmbeddedStore {
         jobs: Vec<DeliveryJob>,
         cursor: &str,
     ) -> Result<(), StoreError> {
-        self.write(Write::enqueue(jobs, cursor, false)).await
+        self.write(Write::fan_out(jobs, cursor)).await
     }
 
     async fn due_deliveries_skipping(

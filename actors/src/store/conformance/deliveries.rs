@@ -87,16 +87,17 @@ pub async fn enqueue_and_cursor(store: SharedStore) {
         store.load_delivery("wh_a", "msg_missing").await.unwrap(),
         None
     );
-    // An enqueue with nothing to fan out still moves the cursor.
+    // A fan-out with nothing to enqueue still moves the cursor.
     let later = event_at(t0 + ms(10));
     store
-        .enqueue_deliveries(Vec::new(), &later.msg_id)
+        .enqueue_fanned_out(Vec::new(), &later.msg_id)
         .await
         .unwrap();
     assert_eq!(store.dispatch_cursor().await.unwrap(), Some(later.msg_id));
 }
 
-/// Re-enqueuing existing jobs (the dispatcher resuming after a crash) keeps their progress.
+/// Re-enqueuing existing jobs (the dispatcher's fan-out resuming after a crash) keeps their
+/// progress.
 pub async fn reenqueue_keeps_progress(store: SharedStore) {
     let t0 = now_ms();
     let (e1, e2) = (event_at(t0), event_at(t0 + ms(1)));
@@ -116,7 +117,7 @@ pub async fn reenqueue_keeps_progress(store: SharedStore) {
     let e3 = event_at(t0 + ms(2));
     let fresh = DeliveryJob::new(&e3, "wh_a");
     store
-        .enqueue_deliveries(vec![retried, delivered, fresh.clone()], &e3.msg_id)
+        .enqueue_fanned_out(vec![retried, delivered, fresh.clone()], &e3.msg_id)
         .await
         .unwrap();
     assert_eq!(store.dispatch_cursor().await.unwrap(), Some(e3.msg_id));

@@ -96,12 +96,21 @@ pub(super) enum Write {
 }
 
 impl Write {
-    /// An [`Write::Enqueue`] of `jobs` and `cursor`.
-    pub(super) fn enqueue(jobs: Vec<DeliveryJob>, cursor: &str, sync: bool) -> Self {
+    /// `jobs` and the cursor after them, synced when acknowledged (a test send).
+    pub(super) fn enqueue(jobs: Vec<DeliveryJob>, cursor: &str) -> Self {
         Write::Enqueue {
             jobs,
             cursor: cursor.to_string(),
-            sync,
+            sync: true,
+        }
+    }
+
+    /// The dispatcher's fan-out: [`Write::enqueue`] without waiting for a sync.
+    pub(super) fn fan_out(jobs: Vec<DeliveryJob>, cursor: &str) -> Self {
+        Write::Enqueue {
+            jobs,
+            cursor: cursor.to_string(),
+            sync: false,
         }
     }
 
@@ -319,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_running_rooms_history_batches_skip_the_sync() {
+    fn room_history_batches_recorded_attempts_and_the_fan_out_skip_the_sync() {
         for durable in [true, false] {
             assert!(!append(true, 2).must_sync(durable), "history batch");
             assert!(append(true, 0).must_sync(durable), "open marker");
@@ -328,6 +337,8 @@ mod tests {
             let attempts = |sync| Write::UpdateDeliveries { jobs: vec![], sync };
             assert!(!attempts(false).must_sync(durable), "recorded attempts");
             assert_eq!(attempts(true).must_sync(durable), durable);
+            assert!(!Write::fan_out(vec![], "1").must_sync(durable), "fan-out");
+            assert_eq!(Write::enqueue(vec![], "1").must_sync(durable), durable);
         }
     }
 }
