@@ -179,8 +179,9 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug + 'static {
     /// from outbox events and may be acknowledged before they are on disk (the embedded store
     /// syncs them within about a second, or with the next durable write): a crash before that
     /// sets the cursor back with them, and the dispatcher makes the same jobs (same `msg_id`)
-    /// from the outbox again, for the endpoints existing then. A write that was acknowledged to a caller (an endpoint created,
-    /// a test send) is durable and so syncs every fan-out before it.
+    /// from the outbox again, for the endpoints existing then. A write that was acknowledged to
+    /// a caller (an endpoint created, a test send) is durable and so syncs every fan-out before
+    /// it.
     async fn enqueue_fanned_out(
         &self,
         jobs: Vec<DeliveryJob>,
